@@ -1,0 +1,3 @@
+from alignpro.cli import main
+
+raise SystemExit(main())

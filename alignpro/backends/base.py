@@ -1,0 +1,116 @@
+"""The three backend protocols and their typed results.
+
+- :class:`Prompter` ρ: samples K rewrites x′ ~ ρ(·|x) per prompt and returns their token log-probs.
+- :class:`Target` π_F: answers a batch of prompts (it never receives gradients).
+- :class:`RewardModel` r: scores (ORIGINAL prompt x, answer y) pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol, Sequence, runtime_checkable
+
+from alignpro.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings shared by every backend. Defaults are the paper's answer config (Sec. Hyper-parameters)."""
+
+    max_new_tokens: int = 96
+    temperature: float = 1.5
+    top_p: float = 0.6
+    top_k: int = 20
+    do_sample: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+
+    def with_(self, **changes: object) -> "GenerationConfig":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+#: The paper's generation config for answers: temperature 1.5, top_p 0.6, top_k 20.
+PAPER_ANSWER_CONFIG = GenerationConfig()
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One sampled rewrite x′ of a prompt x."""
+
+    text: str  #: the parsed rewrite x′ (what the target will see)
+    raw: str  #: the prompter's raw output
+    logprob: float  #: log ρ(raw | x): sum of the sampled tokens' log-probs (under the sampling distribution's model)
+    token_logprobs: tuple[float, ...] = ()  #: (T,) per-token log ρ(a_t | x, a_<t)
+    parsed: bool = True  #: False when no rewrite could be parsed out of ``raw`` (then ``text`` is x itself)
+
+
+@dataclass(frozen=True)
+class RewriteSet:
+    """K rewrites of one prompt."""
+
+    prompt: str
+    rewrites: tuple[Rewrite, ...]
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self.rewrites]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer y ~ π_F(·|prompt)."""
+
+    text: str
+    n_tokens: int = 0
+
+
+@dataclass
+class Usage:
+    """Counters a backend accumulates (tokens generated, calls, retries...)."""
+
+    generated_tokens: int = 0
+    calls: int = 0
+    retries: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Prompter(Protocol):
+    """ρ(x′|x): rewrites prompts."""
+
+    name: str
+
+    def rewrite(self, prompts: Sequence[str], k: int, *, seed: int | None = None) -> list[RewriteSet]:
+        """Sample ``k`` rewrites for each prompt (same order as ``prompts``)."""
+        ...
+
+
+@runtime_checkable
+class Target(Protocol):
+    """π_F(y|x): the frozen model."""
+
+    name: str
+
+    def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
+               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
+        """``n`` sampled answers per prompt, shape (len(prompts), n)."""
+        ...
+
+
+@runtime_checkable
+class RewardModel(Protocol):
+    """r(x, y): always scored against the ORIGINAL prompt x."""
+
+    name: str
+    r_max: float | None  #: an upper bound on the reward when known (Theorem 1 assumes r ∈ [0, r_max])
+
+    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        ...

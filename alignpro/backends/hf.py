@@ -1,0 +1,150 @@
+"""Hugging Face transformers backends: batched sampling with left padding, chat templates, a GenerationConfig.
+
+One :class:`HFCausalLM` holds a model + tokenizer; :class:`HFPrompter` and :class:`HFTarget` wrap separate
+instances of it (the default uses the same checkpoint for ρ_sft and π_F, loaded twice so they never share
+parameters). The target's model is put in eval mode with ``requires_grad_(False)``: π_F never receives gradients.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet, Usage
+from alignpro.errors import AlignProError
+from alignpro.templates import RewriteTemplate
+
+
+@dataclass
+class Generated:
+    """Sampled continuations of a batch of chat prompts."""
+
+    texts: list[str]  #: (N,) decoded continuations
+    token_ids: list[list[int]]  #: (N, T_i) sampled token ids, without padding or EOS
+    token_logprobs: list[list[float]]  #: (N, T_i) log π(a_t | prefix) at temperature 1 (the model itself)
+
+
+class HFCausalLM:
+    """A causal LM + its tokenizer, with chat-templated batched sampling."""
+
+    def __init__(self, path: str | Path, *, device: str | None = None, dtype: str = "float32",
+                 trainable: bool = False, batch_size: int = 16) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = str(path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype))
+        except OSError as exc:
+            raise AlignProError(f"could not load a Hugging Face causal LM from '{self.path}': {exc}") from None
+        self.model.to(self.device)
+        self.tokenizer.padding_side = "left"  # generation appends on the right, so pad on the left
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if not trainable:
+            self.model.eval().requires_grad_(False)
+        self.batch_size = batch_size
+        self.usage = Usage()
+
+    # ---------------------------------------------------------------- prompts
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """Render a conversation with the tokenizer's chat template, ready for the assistant's turn."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # a base model without a template: plain text turns
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, conversations: Sequence[list[dict[str, str]]], gen: GenerationConfig,
+               seed: int | None = None) -> Generated:
+        """One sampled continuation per conversation, batched by similar length (less padding)."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        texts = [self.chat_prompt(c) for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out_text: list[str] = [""] * len(texts)
+        out_ids: list[list[int]] = [[] for _ in texts]
+        out_lp: list[list[float]] = [[] for _ in texts]
+        eos = self._eos_ids()
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
+            t0 = time.perf_counter()
+            result = self.model.generate(
+                **enc, max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
+                temperature=gen.temperature if gen.do_sample else None,
+                top_p=gen.top_p if gen.do_sample else None, top_k=gen.top_k if gen.do_sample else None,
+                pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=True)
+            new = result.sequences[:, enc["input_ids"].shape[1]:]  # (B, T)
+            logits = torch.stack(result.logits, dim=1).float()  # (B, T, V) raw logits, temperature 1
+            logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B, T)
+            for row, i in enumerate(idx):
+                ids = new[row].tolist()
+                n = len(ids)
+                for t, tok in enumerate(ids):
+                    if tok in eos:
+                        n = t
+                        break
+                out_ids[i] = ids[:n]
+                out_lp[i] = logp[row, :n].tolist()
+                out_text[i] = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
+                self.usage.generated_tokens += n
+            self.usage.calls += 1
+            self.usage.extra["generate_seconds"] = self.usage.extra.get("generate_seconds", 0.0) + (
+                time.perf_counter() - t0)
+        return Generated(out_text, out_ids, out_lp)
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        gc_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(gc_eos, int):
+            ids.add(gc_eos)
+        elif gc_eos:
+            ids.update(gc_eos)
+        return {i for i in ids if i is not None}
+
+
+class HFTarget:
+    """π_F backed by a transformers causal LM: answers each prompt as a single user turn."""
+
+    def __init__(self, lm: HFCausalLM, gen: GenerationConfig, name: str = "hf") -> None:
+        self.lm, self.gen, self.name = lm, gen, name
+
+    def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
+               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
+        systems = list(systems) if systems is not None else [None] * len(prompts)
+        convs = []
+        for p, s in zip(prompts, systems):
+            conv = ([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
+            convs.extend([conv] * n)
+        g = self.lm.sample(convs, self.gen, seed=seed)
+        answers = [Answer(t, len(ids)) for t, ids in zip(g.texts, g.token_ids)]
+        return [answers[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+class HFPrompter:
+    """ρ backed by a transformers causal LM and a rewrite template (system prompt + few-shot examples)."""
+
+    def __init__(self, lm: HFCausalLM, template: RewriteTemplate, gen: GenerationConfig,
+                 name: str = "hf") -> None:
+        self.lm, self.template, self.gen, self.name = lm, template, gen, name
+
+    def rewrite(self, prompts: Sequence[str], k: int, *, seed: int | None = None) -> list[RewriteSet]:
+        convs = [self.template.messages(p) for p in prompts for _ in range(k)]
+        g = self.lm.sample(convs, self.gen, seed=seed)
+        sets = []
+        for i, prompt in enumerate(prompts):
+            rws = []
+            for j in range(i * k, (i + 1) * k):
+                text, ok = self.template.parse(g.texts[j], prompt)
+                rws.append(Rewrite(text=text, raw=g.texts[j], logprob=float(sum(g.token_logprobs[j])),
+                                   token_logprobs=tuple(g.token_logprobs[j]), parsed=ok))
+            sets.append(RewriteSet(prompt, tuple(rws)))
+        return sets

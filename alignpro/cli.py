@@ -1,0 +1,50 @@
+"""The ``alignpro`` command: one sub-command per module, each owning its config dataclass."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from alignpro.errors import AlignProError
+
+# sub-command -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("alignpro.demo", "no fine-tuning vs Align-Pro on the builtin eval prompts"),
+    "rewrite": ("alignpro.quick", "rewrite one prompt with a prompter"),
+    "answer": ("alignpro.quick", "answer one prompt with a target (optionally through a prompter)"),
+    "score": ("alignpro.quick", "score one (prompt, answer) pair with a reward"),
+    "theory": ("alignpro.theory.cli", "exact tabular checks of Lemma 1, eq (7) and Theorem 1"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: alignpro <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'alignpro <command> --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name in ("-V", "--version"):
+        from alignpro import __version__
+        print(__version__)
+        return 0
+    if name not in COMMANDS:
+        print(f"alignpro: unknown command '{name}'; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        if module.__name__ == "alignpro.quick":
+            return int(module.main(name, rest) or 0)
+        return int(module.main(rest) or 0)
+    except AlignProError as exc:
+        print(f"alignpro {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"alignpro {name}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,101 @@
+"""Quick one-off commands: ``alignpro rewrite``, ``alignpro answer``, ``alignpro score``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from alignpro.backends.base import GenerationConfig
+from alignpro.config import parse_config, setting
+from alignpro.errors import ConfigError
+
+
+def _need_text(value: str, name: str) -> None:
+    if not value or not value.strip():
+        raise ConfigError(f"'{name}' must be a non-empty text")
+
+
+@dataclass
+class RewriteConfig:
+    """Rewrite one prompt with a prompter ρ."""
+
+    text: str = setting("", "the prompt to rewrite")
+    prompter: str = setting("smollm2", "prompter model spec: smollm2 | hf:<id or path> | fake")
+    template: str = setting("rewrite-default", "rewrite template: builtin name or YAML file")
+    k: int = setting(1, "number of rewrites to sample")
+    seed: int = setting(0, "random seed")
+    json: bool = setting(False, "print JSON instead of text")
+
+    def __post_init__(self) -> None:
+        _need_text(self.text, "text")
+        if self.k < 1:
+            raise ConfigError(f"setting 'k' must be >= 1, got {self.k}")
+
+
+@dataclass
+class AnswerConfig:
+    """Answer one prompt with a target π_F, optionally through a prompter ρ first (eq 3)."""
+
+    text: str = setting("", "the prompt to answer")
+    target: str = setting("smollm2", "target model spec: smollm2 | hf:<id or path> | fake")
+    prompter: str = setting("", "optional prompter spec; when set, the prompt is rewritten first")
+    template: str = setting("rewrite-default", "rewrite template for the prompter")
+    max_new_tokens: int = setting(128, "max new tokens of the answer")
+    temperature: float = setting(1.5, "sampling temperature (paper: 1.5)")
+    top_p: float = setting(0.6, "nucleus top_p (paper: 0.6)")
+    top_k: int = setting(20, "top_k (paper: 20)")
+    seed: int = setting(0, "random seed")
+    json: bool = setting(False, "print JSON instead of text")
+
+    def __post_init__(self) -> None:
+        _need_text(self.text, "text")
+        self.gen = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                    top_p=self.top_p, top_k=self.top_k)
+
+
+@dataclass
+class ScoreConfig:
+    """Score one (original prompt, answer) pair with a reward model."""
+
+    reward: str = setting("builtin", "reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+    prompt: str = setting("", "the ORIGINAL prompt x")
+    answer: str = setting("", "the answer y")
+    json: bool = setting(False, "print JSON instead of text")
+
+    def __post_init__(self) -> None:
+        _need_text(self.prompt, "prompt")
+
+
+def main(command: str, argv: list[str]) -> int:
+    from alignpro.specs import make_prompter, make_reward, make_target
+
+    if command == "rewrite":
+        cfg = parse_config(RewriteConfig, argv, prog="alignpro rewrite", positional=("text",))
+        (rs,) = make_prompter(cfg.prompter, cfg.template).rewrite([cfg.text], cfg.k, seed=cfg.seed)
+        if cfg.json:
+            print(json.dumps({"prompt": cfg.text, "rewrites": [
+                {"text": r.text, "raw": r.raw, "logprob": r.logprob, "parsed": r.parsed} for r in rs.rewrites]}))
+        else:
+            for r in rs.rewrites:
+                print(r.text)
+        return 0
+    if command == "answer":
+        cfg = parse_config(AnswerConfig, argv, prog="alignpro answer", positional=("text",))
+        prompt = cfg.text
+        if cfg.prompter:
+            (rs,) = make_prompter(cfg.prompter, cfg.template).rewrite([cfg.text], 1, seed=cfg.seed)
+            prompt = rs.rewrites[0].text
+        ((ans,),) = make_target(cfg.target, cfg.gen).answer([prompt], n=1, seed=cfg.seed)
+        if cfg.json:
+            print(json.dumps({"prompt": cfg.text, "rewrite": prompt if cfg.prompter else None, "answer": ans.text}))
+        else:
+            if cfg.prompter:
+                print(f"[rewrite] {prompt}\n")
+            print(ans.text)
+        return 0
+    if command == "score":
+        cfg = parse_config(ScoreConfig, argv, prog="alignpro score")
+        (value,) = make_reward(cfg.reward).score([cfg.prompt], [cfg.answer])
+        print(json.dumps({"reward": value}) if cfg.json else f"{value:.6f}")
+        return 0
+    raise ConfigError(f"unknown quick command '{command}'")

@@ -1,0 +1,117 @@
+"""Model and reward specs, resolved in one place.
+
+Model specs (prompter ρ and target π_F):
+  - ``smollm2``                 the embedded SmolLM2-135M-Instruct (converted once into $ALIGNPRO_HOME)
+  - ``hf:<hub id or local path>`` any transformers causal LM (hub ids need internet the first time)
+  - ``fake``                    the deterministic test double
+Reward specs:
+  - ``builtin``                 MiniLM relevance + VADER tone, in [0, 1] (see alignpro.rewards.builtin)
+  - ``hf:<hub id or local path>`` a sequence-classification reward model
+  - ``python:<module>:<function>`` any callable (prompts, answers) -> list[float]
+  - ``fake``                    the deterministic test double
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignpro.backends.base import GenerationConfig
+from alignpro.errors import AlignProError
+
+MODEL_SPEC_FORMS = ("smollm2", "hf:<hub id or local path>", "fake")
+REWARD_SPEC_FORMS = ("builtin", "hf:<hub id or local path>", "python:<module>:<function>", "fake")
+
+#: Sampling config for the prompter's rewrites (a rewrite should stay close to the prompt; answers use the paper's).
+DEFAULT_REWRITE_CONFIG = GenerationConfig(max_new_tokens=48, temperature=0.8, top_p=0.95, top_k=50)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str  #: "smollm2" | "hf" | "fake"
+    ref: str = ""  #: hub id or path for "hf"
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.ref}" if self.ref else self.kind
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    spec = spec.strip()
+    if spec in ("smollm2", "fake"):
+        return ModelSpec(spec)
+    if spec.startswith("hf:") and spec[3:].strip():
+        return ModelSpec("hf", spec[3:].strip())
+    raise AlignProError(f"invalid model spec '{spec}'; valid forms: {', '.join(MODEL_SPEC_FORMS)}")
+
+
+def model_path(spec: ModelSpec) -> str:
+    """A local folder (or hub id) that transformers can load."""
+    if spec.kind == "smollm2":
+        from alignpro.assets import smollm2_folder
+
+        return str(smollm2_folder())
+    if spec.kind == "hf":
+        local = Path(spec.ref).expanduser()
+        return str(local) if local.exists() else spec.ref
+    raise AlignProError(f"model spec '{spec}' has no weights to load")
+
+
+def load_causal_lm(spec: str | ModelSpec, *, trainable: bool = False, batch_size: int = 16,
+                   device: str | None = None):
+    """A fresh :class:`HFCausalLM` instance for ``spec`` (each call loads its own copy)."""
+    from alignpro.backends.hf import HFCausalLM
+
+    ms = parse_model_spec(spec) if isinstance(spec, str) else spec
+    return HFCausalLM(model_path(ms), trainable=trainable, batch_size=batch_size, device=device)
+
+
+def make_target(spec: str, gen: GenerationConfig | None = None, *, batch_size: int = 16):
+    """π_F for ``spec``; its weights are frozen (eval mode, no gradients)."""
+    ms = parse_model_spec(spec)
+    if ms.kind == "fake":
+        from alignpro.backends.fake import FakeTarget
+
+        return FakeTarget()
+    from alignpro.backends.hf import HFTarget
+
+    return HFTarget(load_causal_lm(ms, batch_size=batch_size), gen or GenerationConfig(), name=spec)
+
+
+def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationConfig | None = None, *,
+                  batch_size: int = 16):
+    """ρ_sft for ``spec``: the LM plus the rewrite template (a builtin name or a YAML path)."""
+    ms = parse_model_spec(spec)
+    if ms.kind == "fake":
+        from alignpro.backends.fake import FakePrompter
+
+        return FakePrompter()
+    from alignpro.backends.hf import HFPrompter
+    from alignpro.templates import load_rewrite_template
+
+    tpl = load_rewrite_template(template)
+    return HFPrompter(load_causal_lm(ms, batch_size=batch_size), tpl, gen or DEFAULT_REWRITE_CONFIG, name=spec)
+
+
+def make_reward(spec: str):
+    spec = spec.strip()
+    if spec == "builtin":
+        from alignpro.rewards.builtin import BuiltinReward
+
+        return BuiltinReward()
+    if spec == "fake":
+        from alignpro.backends.fake import FakeReward
+
+        return FakeReward()
+    if spec.startswith("hf:") and spec[3:].strip():
+        from alignpro.rewards.hf import HFReward
+
+        ref = spec[3:].strip()
+        local = Path(ref).expanduser()
+        return HFReward(str(local) if local.exists() else ref)
+    if spec.startswith("python:"):
+        parts = spec.split(":")
+        if len(parts) == 3 and parts[1] and parts[2]:
+            from alignpro.rewards.python import PythonReward
+
+            return PythonReward(parts[1], parts[2])
+    raise AlignProError(f"invalid reward spec '{spec}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")

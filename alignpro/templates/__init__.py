@@ -1,0 +1,90 @@
+"""Prompt templates kept as files: the prompter's rewrite instruction (and, later, the judge's prompt).
+
+A rewrite template is a YAML file with keys:
+
+- ``system``: the system prompt for ρ_sft;
+- ``user``: the user turn, with ``{prompt}`` where the original prompt goes;
+- ``examples``: optional few-shot pairs ``[{prompt: ..., rewrite: ...}]`` shown as earlier turns;
+- ``strip_prefixes``: optional labels the model may put before its rewrite ("Rewritten prompt:").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from alignpro.errors import AlignProError
+
+DEFAULT_REWRITE_TEMPLATE = "rewrite-default"
+
+
+@dataclass(frozen=True)
+class RewriteTemplate:
+    """The instruction that turns a chat LM into ρ_sft, and the parser that extracts x′ from its output."""
+
+    system: str
+    user: str = "{prompt}"
+    examples: tuple[tuple[str, str], ...] = ()
+    strip_prefixes: tuple[str, ...] = ()
+    max_chars_ratio: float = 6.0  #: a "rewrite" longer than this × the prompt is an answer, not a prompt
+    source: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        """The chat conversation asking for a rewrite of ``prompt``."""
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        for ex_prompt, ex_rewrite in self.examples:
+            msgs.append({"role": "user", "content": self.user.format(prompt=ex_prompt)})
+            msgs.append({"role": "assistant", "content": ex_rewrite})
+        msgs.append({"role": "user", "content": self.user.format(prompt=prompt)})
+        return msgs
+
+    def parse(self, raw: str, prompt: str) -> tuple[str, bool]:
+        """Extract the rewrite x′ from the prompter's raw output; ``(prompt, False)`` when none can be found."""
+        text = raw.strip()
+        for prefix in self.strip_prefixes:
+            m = re.match(re.escape(prefix) + r"\s*", text, flags=re.IGNORECASE)
+            if m:
+                text = text[m.end():]
+        text = text.split("\n\n")[0].strip()  # the first paragraph; later ones are commentary or an answer
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+            text = text[1:-1].strip()
+        if not text or len(text) > self.max_chars_ratio * max(len(prompt), 40):
+            return prompt, False
+        return text, True
+
+
+def load_rewrite_template(name_or_path: str = DEFAULT_REWRITE_TEMPLATE) -> RewriteTemplate:
+    """Load a builtin template by name (``rewrite-default``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text, source = path.read_text(), str(path)
+    else:
+        builtin = resources.files("alignpro.templates") / f"{name_or_path}.yaml"
+        if not builtin.is_file():
+            names = sorted(p.name[:-5] for p in resources.files("alignpro.templates").iterdir()
+                           if p.name.startswith("rewrite") and p.name.endswith(".yaml"))
+            raise AlignProError(f"rewrite template '{name_or_path}' is neither a YAML file nor a builtin "
+                                f"template; builtin templates: {names}")
+        text, source = builtin.read_text(), f"builtin:{name_or_path}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise AlignProError(f"rewrite template '{source}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or "system" not in data:
+        raise AlignProError(f"rewrite template '{source}' must be a mapping with at least the key 'system'")
+    user = data.get("user", "{prompt}")
+    if "{prompt}" not in user:
+        raise AlignProError(f"rewrite template '{source}': 'user' must contain '{{prompt}}'")
+    examples = []
+    for i, ex in enumerate(data.get("examples") or []):
+        if not isinstance(ex, dict) or not {"prompt", "rewrite"} <= set(ex):
+            raise AlignProError(f"rewrite template '{source}': examples[{i}] needs keys 'prompt' and 'rewrite'")
+        examples.append((str(ex["prompt"]), str(ex["rewrite"])))
+    return RewriteTemplate(system=str(data["system"]), user=user, examples=tuple(examples),
+                           strip_prefixes=tuple(data.get("strip_prefixes") or ()),
+                           max_chars_ratio=float(data.get("max_chars_ratio", 6.0)), source=source)
