@@ -68,6 +68,9 @@ class DemoConfig:
             raise ConfigError(f"setting 'lam' must be >= 0 (0 = argmax, inf = no optimisation), got {self.lam}")
         if not 0 <= self.identity_prior < 1:
             raise ConfigError(f"setting 'identity_prior' must be in [0, 1), got {self.identity_prior}")
+        from alignpro.specs import check_reward_spec, parse_model_spec
+
+        parse_model_spec(self.prompter), parse_model_spec(self.target), check_reward_spec(self.reward)
         self.answer_gen = GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.temperature,
                                            top_p=self.top_p, top_k=self.top_k)
 

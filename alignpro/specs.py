@@ -92,8 +92,18 @@ def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationC
     return HFPrompter(load_causal_lm(ms, batch_size=batch_size), tpl, gen or DEFAULT_REWRITE_CONFIG, name=spec)
 
 
-def make_reward(spec: str):
+def check_reward_spec(spec: str) -> str:
+    """Validate the form of a reward spec without loading anything."""
     spec = spec.strip()
+    ok = spec in ("builtin", "fake") or (spec.startswith("hf:") and spec[3:].strip()) or (
+        spec.startswith("python:") and len(spec.split(":")) == 3 and all(spec.split(":")[1:]))
+    if not ok:
+        raise AlignProError(f"invalid reward spec '{spec}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
+    return spec
+
+
+def make_reward(spec: str):
+    spec = check_reward_spec(spec)
     if spec == "builtin":
         from alignpro.rewards.builtin import BuiltinReward
 

@@ -29,7 +29,8 @@ from alignpro.errors import AlignProError
 
 __all__ = [
     "InvalidInstanceError", "TabularInstance", "GapDecomposition", "Theorem1Bound", "Analysis",
-    "tv_distance", "kl_divergence", "frozen_reward", "optimal_policy", "optimal_prompter", "composed_policy",
+    "tv_distance", "kl_divergence", "frozen_reward", "optimal_policy", "optimal_prompter", "prompter_log_partition",
+    "optimal_prompter_kl", "composed_policy",
     "expected_reward", "prompter_objective_per_prompt", "prompter_objective", "suboptimality_gap",
     "gap_decomposition", "theorem1_bound", "analyse", "random_instance",
 ]
@@ -106,6 +107,45 @@ def optimal_prompter(rho_sft: np.ndarray, R: np.ndarray, lam: float) -> np.ndarr
     ``rho_sft`` (n, n), ``R = frozen_reward(pi_F, r)`` (n, n) → ``ρ*`` (n, n).
     """
     return _normalised_tilt(rho_sft, R, _check_temperature("lam", lam))
+
+
+def _tilt_offsets(rho_sft: np.ndarray, R: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``δ = (R − R_top)/λ ≤ 0`` on the support of ρ_sft (R_top: the row's best R there) and the log-mean-exp
+    ``L(x) = log Σ_{x′} ρ_sft(x′|x) e^{δ(x, x′)}``, computed with ``log1p``/``expm1`` when ``δ`` is small
+    (λ ≫ R) and with ``log`` otherwise, so neither λ → 0 nor λ → ∞ loses precision. Returns (δ, R_top, L)."""
+    rho_sft, R = np.asarray(rho_sft, float), np.asarray(R, float)
+    support = rho_sft > 0
+    R_top = np.where(support, R, -np.inf).max(axis=-1)  # (n,)
+    delta = np.where(support, (R - R_top[..., None]) / lam, 0.0)  # (n, n), ≤ 0
+    weights = rho_sft / rho_sft.sum(axis=-1, keepdims=True)
+    mean_expm1 = (weights * np.expm1(delta)).sum(axis=-1)  # (n,)  E_sft[e^δ] − 1 ∈ (−1, 0]
+    with np.errstate(divide="ignore"):
+        log_mean = np.where(mean_expm1 > -0.5, np.log1p(np.maximum(mean_expm1, -0.5)),
+                            np.log((weights * np.exp(delta)).sum(axis=-1)))
+    return delta, R_top, log_mean
+
+
+def prompter_log_partition(rho_sft: np.ndarray, R: np.ndarray, lam: float) -> np.ndarray:
+    """Lemma 1's ``log Z(x) = log Σ_{x′} ρ_sft(x′|x) exp(R(x, x′)/λ)``, in log space. (n, n) → (n,).
+
+    ``λ log Z(x)`` is the maximum of the eq (9) inner objective for prompt ``x`` (its value at ρ*).
+    """
+    lam = _check_temperature("lam", lam)
+    _, R_top, log_mean = _tilt_offsets(rho_sft, R, lam)
+    return R_top / lam + log_mean
+
+
+def optimal_prompter_kl(rho_sft: np.ndarray, R: np.ndarray, lam: float) -> np.ndarray:
+    """``KL(ρ*(·|x)‖ρ_sft(·|x))`` for the ρ* of eq (10), per prompt, without forming ``log ρ*``. (n, n) → (n,).
+
+    Uses ``log ρ*/ρ_sft = R/λ − log Z`` so that ``KL = E_{ρ*}[δ] − L`` with the centred ``δ``, ``L`` of eq (10)'s
+    normaliser: the absolute error of ``λ·KL`` stays at float rounding of ``R`` even for λ = 1e4, where the
+    generic :func:`kl_divergence` would multiply the rounding of ρ* by λ.
+    """
+    lam = _check_temperature("lam", lam)
+    delta, _, log_mean = _tilt_offsets(rho_sft, R, lam)
+    rho_star = optimal_prompter(rho_sft, R, lam)
+    return np.maximum((rho_star * delta).sum(axis=-1) - log_mean, 0.0)  # KL ≥ 0; clip rounding below 0
 
 
 def composed_policy(rho: np.ndarray, pi_F: np.ndarray) -> np.ndarray:
@@ -187,9 +227,11 @@ class Theorem1Bound:
     """The bound on ``J(π*) − J(π̃_ρ*)``."""
 
 
-def theorem1_bound(P: np.ndarray, rho_star: np.ndarray, rho_sft: np.ndarray, pi_star: np.ndarray,
-                   pi_F: np.ndarray, r_max: float, lam: float) -> Theorem1Bound:
-    """Eq (11): ``r_max E d_TV(π*, π_F) + r_max E_{x′∼ρ_sft} d_TV(π_F(·|x), π_F(·|x′)) − λ E KL(ρ*‖ρ_sft)``.
+def theorem1_bound(P: np.ndarray, pi_star: np.ndarray, pi_F: np.ndarray, rho_sft: np.ndarray, R: np.ndarray,
+                   r_max: float, lam: float) -> Theorem1Bound:
+    """Eq (11) for the ρ* of eq (10): ``r_max E d_TV(π*, π_F) + r_max E_{x′∼ρ_sft} d_TV(π_F(·|x), π_F(·|x′))
+    − λ E KL(ρ*‖ρ_sft)``, with ``R = frozen_reward(π_F, r)`` (ρ* is formed from it; see
+    :func:`optimal_prompter_kl`).
 
     Valid for ``r ∈ [0, r_max]`` (see docs/theory.md for why, and for the sharper form it comes from).
     """
@@ -198,7 +240,7 @@ def theorem1_bound(P: np.ndarray, rho_star: np.ndarray, rho_sft: np.ndarray, pi_
     term1 = r_max * float(P @ tv_distance(pi_star, pi_F))
     pairwise_tv = tv_distance(pi_F[:, None, :], pi_F[None, :, :])  # (n, n)  d_TV(π_F(·|x), π_F(·|x′))
     term2 = r_max * float(P @ (np.asarray(rho_sft, float) * pairwise_tv).sum(axis=-1))
-    term3 = -lam * float(P @ kl_divergence(rho_star, rho_sft))
+    term3 = -lam * float(P @ optimal_prompter_kl(rho_sft, R, lam))
     return Theorem1Bound(term1, term2, term3, term1 + term2 + term3)
 
 
@@ -370,13 +412,14 @@ def analyse(instance: TabularInstance, lam: float, beta: float) -> Analysis:
     rho_star = optimal_prompter(instance.rho_sft, R, lam)  # (n, n) eq (10)
     pi_tilde = composed_policy(rho_star, pi_F)  # (n, m) eq (3)
     decomposition = gap_decomposition(P, r, pi_star, pi_F, pi_tilde)
+    bound = theorem1_bound(P, pi_star, pi_F, instance.rho_sft, R, instance.r_max, lam)
     return Analysis(
         lam=lam, beta=beta,
         gap=suboptimality_gap(P, r, pi_star, pi_tilde),
         delta1=decomposition.delta1, delta2=decomposition.delta2,
-        bound=theorem1_bound(P, rho_star, instance.rho_sft, pi_star, pi_F, instance.r_max, lam),
-        objective=prompter_objective(P, rho_star, instance.rho_sft, R, lam),
-        kl=float(P @ kl_divergence(rho_star, instance.rho_sft)),
+        bound=bound,
+        objective=float(P @ (rho_star * R).sum(axis=-1)) + bound.term3,  # eq (9) at ρ*, term3 = −λ E KL
+        kl=float(P @ optimal_prompter_kl(instance.rho_sft, R, lam)),
         rho_star=rho_star, pi_star=pi_star, pi_tilde=pi_tilde,
     )
 
