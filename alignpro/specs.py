@@ -4,6 +4,10 @@ Model specs (prompter ρ and target π_F):
   - ``smollm2``                 the embedded SmolLM2-135M-Instruct (converted once into $ALIGNPRO_HOME)
   - ``hf:<hub id or local path>`` any transformers causal LM (hub ids need internet the first time)
   - ``fake``                    the deterministic test double
+  - ``openai:<model>@<base_url>`` (target) any OpenAI-compatible API (see alignpro.backends.openai_backend)
+  - ``vllm:<hub id or path>``   (target) in-process vLLM on a GPU; extra ``alignpro[vllm]``
+  - ``gguf:<path>``             (target) llama-cpp-python on CPU; extra ``alignpro[gguf]``
+  The last three take backend options after ``?``: ``openai:m@http://127.0.0.1:8001/v1?no_key=true&concurrency=32``.
 Reward specs:
   - ``builtin``                 MiniLM relevance + VADER tone, in [0, 1] (see alignpro.rewards.builtin)
   - ``hf:<hub id or local path>`` a sequence-classification reward model
@@ -17,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignpro.backends.base import GenerationConfig
-from alignpro.errors import AlignProError
+from alignpro.errors import AlignProError, ConfigError
 
-MODEL_SPEC_FORMS = ("smollm2", "hf:<hub id or local path>", "fake")
+MODEL_SPEC_FORMS = ("smollm2", "hf:<hub id or local path>", "fake", "openai:<model>@<base_url>[?options]",
+                    "vllm:<hub id or path>[?options]", "gguf:<path>[?options]")
+#: kinds that can only answer (π_F): they give no token log-probs to train a prompter with
+TARGET_ONLY_KINDS = ("openai", "vllm", "gguf")
 REWARD_SPEC_FORMS = ("builtin", "hf:<hub id or local path>", "python:<module>:<function>", "fake")
 
 #: Sampling config for the prompter's rewrites (a rewrite should stay close to the prompt; answers use the paper's).
@@ -28,8 +35,8 @@ DEFAULT_REWRITE_CONFIG = GenerationConfig(max_new_tokens=48, temperature=0.8, to
 
 @dataclass(frozen=True)
 class ModelSpec:
-    kind: str  #: "smollm2" | "hf" | "fake"
-    ref: str = ""  #: hub id or path for "hf"
+    kind: str  #: "smollm2" | "hf" | "fake" | "openai" | "vllm" | "gguf"
+    ref: str = ""  #: hub id or path for "hf"; everything after "<kind>:" for the target-only kinds
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.ref}" if self.ref else self.kind
@@ -41,7 +48,54 @@ def parse_model_spec(spec: str) -> ModelSpec:
         return ModelSpec(spec)
     if spec.startswith("hf:") and spec[3:].strip():
         return ModelSpec("hf", spec[3:].strip())
+    kind, _, ref = spec.partition(":")
+    if kind in TARGET_ONLY_KINDS and ref.strip():
+        _target_class(kind).parse_ref(ref.strip())  # validates the form and the options now, not at first use
+        return ModelSpec(kind, ref.strip())
     raise AlignProError(f"invalid model spec '{spec}'; valid forms: {', '.join(MODEL_SPEC_FORMS)}")
+
+
+def _target_class(kind: str):
+    """The backend class of a target-only kind (its module imports the heavy package lazily)."""
+    if kind == "openai":
+        from alignpro.backends.openai_backend import OpenAITarget
+
+        return OpenAITarget
+    if kind == "vllm":
+        from alignpro.backends.vllm_backend import VLLMTarget
+
+        return VLLMTarget
+    from alignpro.backends.gguf_backend import GGUFTarget
+
+    return GGUFTarget
+
+
+def spec_options(cls: type, query: str, spec: str):
+    """The backend options written after ``?`` in a spec (``a=1&b=true``), as the dataclass ``cls``."""
+    import typing
+    from urllib.parse import parse_qsl
+
+    from alignpro.config import build_config
+
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise AlignProError(f"spec '{spec}': options after '?' must look like name=value&name=value") from None
+    hints = typing.get_type_hints(cls)
+    values: dict[str, object] = {}
+    for name, value in pairs:
+        if name in values:
+            raise AlignProError(f"spec '{spec}': option '{name}' is given twice")
+        if hints.get(name) is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise AlignProError(f"spec '{spec}': option '{name}' must be true or false, got '{value}'")
+            values[name] = value.lower() in ("true", "1", "yes")
+        else:
+            values[name] = value
+    try:
+        return build_config(cls, values, source="its options")
+    except ConfigError as exc:
+        raise ConfigError(f"spec '{spec}': {exc}") from None
 
 
 def model_path(spec: ModelSpec) -> str:
@@ -72,6 +126,8 @@ def make_target(spec: str, gen: GenerationConfig | None = None, *, batch_size: i
         from alignpro.backends.fake import FakeTarget
 
         return FakeTarget()
+    if ms.kind in TARGET_ONLY_KINDS:
+        return _target_class(ms.kind).from_spec(ms.ref, gen or GenerationConfig())
     from alignpro.backends.hf import HFTarget
 
     return HFTarget(load_causal_lm(ms, batch_size=batch_size), gen or GenerationConfig(), name=spec)
@@ -85,6 +141,9 @@ def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationC
         from alignpro.backends.fake import FakePrompter
 
         return FakePrompter()
+    if ms.kind in TARGET_ONLY_KINDS:
+        raise AlignProError(f"'{spec}' can only be a target: a prompter needs a local model with token log-probs "
+                            "(smollm2, hf:<hub id or path>, fake)")
     from alignpro.backends.hf import HFPrompter
     from alignpro.templates import load_rewrite_template
 

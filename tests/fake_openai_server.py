@@ -2,7 +2,7 @@
 
 Usage::
 
-    from fake_openai_server import Behavior, FakeOpenAIServer
+    from tests.fake_openai_server import Behavior, FakeOpenAIServer
 
     with FakeOpenAIServer() as fake:                      # 127.0.0.1, an ephemeral port
         client = openai.OpenAI(base_url=fake.base_url, api_key="x")
@@ -46,7 +46,7 @@ class RunningServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, graceful_s: float = 1.0,
                  start_timeout_s: float = 20.0) -> None:
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=graceful_s, timeout_keep_alive=5)
+                                timeout_graceful_shutdown=graceful_s, timeout_keep_alive=30)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"asgi-{host}:{port}", daemon=True)
         self._thread.start()
@@ -125,8 +125,10 @@ class _Stats:
 class FakeOpenAIServer:
     """An OpenAI-compatible chat server on 127.0.0.1 with scriptable failures (see :class:`Behavior`)."""
 
-    def __init__(self, behavior: Behavior | None = None, *, model: str = "fake-model", port: int = 0) -> None:
+    def __init__(self, behavior: Behavior | None = None, *, model: str = "fake-model", port: int = 0,
+                 record: bool = True) -> None:
         self.model = model
+        self.record = record  #: keep request bodies and headers (turn off for long load tests)
         self._behavior = behavior or Behavior()
         self._stats = _Stats()
         self._lock = threading.Lock()
@@ -204,8 +206,9 @@ class FakeOpenAIServer:
             return _error(400, "body is not JSON")
         with self._lock:
             b = self._behavior
-            self._stats.requests.append(body)
-            self._stats.headers.append(dict(request.headers))
+            if self.record:
+                self._stats.requests.append(body)
+                self._stats.headers.append(dict(request.headers))
             self._stats.in_flight += 1
             self._stats.max_in_flight = max(self._stats.max_in_flight, self._stats.in_flight)
             fail = self._stats.failures_sent < b.fail_first
@@ -269,3 +272,27 @@ class FakeOpenAIServer:
 def _error(status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": {"message": message, "type": "fake_error", "code": code}}, status_code=status,
                         headers=headers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.fake_openai_server [--port N] [--delay-ms MS]``: serve until SIGTERM / Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_openai_server", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="answer latency of the fake model")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with FakeOpenAIServer(Behavior(delay_s=args.delay_ms / 1000), port=args.port, record=False) as fake:
+        print(f"fake OpenAI server on {fake.base_url}", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,479 @@
+"""``alignpro serve``: Align-Pro as an OpenAI-compatible proxy. ρ rewrites the last user message, π_F answers.
+
+    client ──/v1/chat/completions──▶ serve ──(last user message x)──▶ prompter ρ ──▶ x′
+                                       └──(conversation with x → x′)──▶ target π_F ──▶ answer ──▶ client
+
+- Endpoints: ``POST /v1/chat/completions`` (JSON or ``"stream": true`` SSE), ``GET /v1/models``, ``GET /health``.
+- Audit: every answer carries the rewrite, as the extra field ``alignpro: {"original", "rewrite", "parsed"}`` (in
+  the first chunk when streaming) and as the header ``X-AlignPro-Rewrite`` (percent-encoded UTF-8; decode with
+  ``urllib.parse.unquote``; cut at 4,000 characters, then ``X-AlignPro-Rewrite-Truncated: 1``).
+- Batching: rewrites requested by concurrent clients are collected by a :class:`MicroBatcher` (up to
+  ``max_batch`` prompts, waiting at most ``batch_wait_ms`` for more) and made in one ``prompter.rewrite`` call in a
+  worker thread. Local targets are batched the same way.
+- Targets: an ``openai:`` target receives the whole conversation (last user message replaced by x′) and every
+  request field the client sent (temperature, max_tokens, seed, tools, ...); streaming passes through. Local
+  targets (``smollm2``, ``hf:``, ``vllm:``, ``gguf:``, ``fake``) follow the Target protocol, which is single-turn:
+  they answer x′ with the conversation's system messages and this server's generation settings, and a streamed
+  answer is sent as SSE chunks once it is complete.
+- Errors, always in OpenAI's ``{"error": {"message", "type"}}`` shape: 400 malformed JSON / missing or bad
+  ``messages`` / no user message; 401 missing or wrong bearer key (when ``--api-key-env`` is set; ``/health`` is
+  open); 429 the target's budget is spent; 502 target unreachable or failing (an ``openai:`` target's own 4xx
+  answers keep their status). The server keeps serving after any of them.
+- Binds 127.0.0.1 by default; a non-loopback ``--host`` needs ``--api-key-env`` (or an explicit ``--allow-remote``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Generic, Literal, Sequence, TypeVar
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alignpro.backends.base import GenerationConfig, Prompter, Rewrite, Target
+from alignpro.config import parse_config, setting
+from alignpro.errors import AlignProError, ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+REWRITE_HEADER = "X-AlignPro-Rewrite"
+HEADER_LIMIT = 4000  #: characters of the percent-encoded rewrite put in the header (the body has all of it)
+_HEADER_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  #: kept readable; '%', controls, non-ASCII are escaped
+
+
+@dataclass
+class ServeConfig:
+    """An OpenAI-compatible server: the prompter ρ rewrites the last user message, the target π_F answers."""
+
+    prompter: str = setting("smollm2", "prompter spec: smollm2 | hf:<id or path> | fake")
+    target: str = setting("smollm2", "target spec: smollm2 | hf:<id or path> | fake | openai:<model>@<base_url> | "
+                                     "vllm:<id or path> | gguf:<path>")
+    template: str = setting("rewrite-default", "rewrite template for the prompter: builtin name or YAML file")
+    host: str = setting("127.0.0.1", "interface to bind; a non-loopback host needs --api-key-env or --allow-remote")
+    port: int = setting(8000, "port to listen on (0 = any free port)")
+    api_key_env: str = setting("", "environment variable holding the bearer key clients must send; empty = no auth")
+    allow_remote: bool = setting(False, "allow a non-loopback --host without --api-key-env (anyone can use it)")
+    rewrite: bool = setting(True, "rewrite the last user message; --no-rewrite forwards it unchanged (a baseline)")
+    max_batch: int = setting(16, "most prompts the prompter (and a local target) handles in one call")
+    batch_wait_ms: float = setting(5.0, "how long a batch's first prompt waits for others to join it")
+    model_name: str = setting("alignpro", "the model id listed by /v1/models")
+    keep_alive_s: float = setting(30.0, "seconds an idle client connection stays open; keep it above the clients' "
+                                        "own idle expiry (httpx and the openai client: 5 s), or a reused connection "
+                                        "can be closed under a request")
+    max_new_tokens: int = setting(256, "local targets: max new tokens of an answer")
+    temperature: float = setting(1.5, "local targets: sampling temperature (paper: 1.5)")
+    top_p: float = setting(0.6, "local targets: nucleus top_p (paper: 0.6)")
+    top_k: int = setting(20, "local targets: top_k (paper: 20)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = setting("info", "uvicorn log level")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"setting 'port' must be in [0, 65535], got {self.port}")
+        if self.max_batch < 1:
+            raise ConfigError(f"setting 'max_batch' must be >= 1, got {self.max_batch}")
+        if self.keep_alive_s <= 0:
+            raise ConfigError(f"setting 'keep_alive_s' must be > 0, got {self.keep_alive_s}")
+        if self.batch_wait_ms < 0:
+            raise ConfigError(f"setting 'batch_wait_ms' must be >= 0, got {self.batch_wait_ms}")
+        if not is_loopback(self.host) and not (self.api_key_env or self.allow_remote):
+            raise ConfigError(f"refusing to bind host '{self.host}' (not loopback) without authentication; "
+                              "set --api-key-env NAME (clients then need that bearer key) or --allow-remote")
+        self.gen = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                    top_p=self.top_p, top_k=self.top_k)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_api_key(env: str) -> str | None:
+    """The bearer key from the environment variable ``env`` (None when ``env`` is empty)."""
+    if not env:
+        return None
+    key = os.environ.get(env, "")
+    if not key:
+        raise AlignProError(f"--api-key-env names the environment variable {env}, which is not set or empty")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------- batching
+class MicroBatcher(Generic[T, R]):
+    """Collects items from concurrent requests and runs ``fn(items) -> results`` on batches, one at a time.
+
+    A batch starts with the first waiting item and takes whatever else arrives within ``wait_s`` (or is already
+    queued), up to ``max_batch`` items. ``fn`` runs in a worker thread, so the event loop keeps serving.
+    """
+
+    def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, max_batch: int, wait_s: float, name: str) -> None:
+        self.fn, self.max_batch, self.wait_s, self.name = fn, max_batch, wait_s, name
+        self.batches = 0  #: calls of ``fn`` so far
+        self.items = 0  #: items processed so far
+        self.largest = 0  #: the largest batch so far
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._worker(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def submit(self, item: T) -> R:
+        assert self._queue is not None, "MicroBatcher.start() was not called"
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def _worker(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.wait_s
+            while len(batch) < self.max_batch:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+            batch = [(item, fut) for item, fut in batch if not fut.done()]  # drop requests whose client left
+            if not batch:
+                continue
+            try:
+                results = await asyncio.to_thread(self.fn, [item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self.name} returned {len(results)} results for {len(batch)} inputs")
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for (_, fut), res in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(res)
+            self.batches += 1
+            self.items += len(batch)
+            self.largest = max(self.largest, len(batch))
+
+    def stats(self) -> dict[str, float]:
+        return {"batches": self.batches, "items": self.items, "largest_batch": self.largest,
+                "mean_batch": round(self.items / self.batches, 3) if self.batches else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------- requests
+class RequestError(Exception):
+    """An error answered to the client as ``{"error": {"message", "type"}}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type_
+
+
+def content_text(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a content list; None when it is neither."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if all(isinstance(p, str) for p in parts):
+            return "\n".join(parts)  # type: ignore[arg-type]
+    return None
+
+
+def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], int, str]:
+    """(body, index of the last user message, its text) or a 400 :class:`RequestError` naming the problem."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"request body must be a JSON object, got {type(body).__name__}")
+    messages = body.get("messages")
+    if messages is None:
+        raise RequestError(400, "missing required field 'messages' (a list of {role, content} objects)")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise RequestError(400, f"messages[{i}] must be an object with a string 'role'")
+    user = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not user:
+        raise RequestError(400, "'messages' has no message with role 'user'; Align-Pro rewrites the last one")
+    text = content_text(messages[user[-1]].get("content"))
+    if text is None:
+        raise RequestError(400, f"messages[{user[-1]}].content must be a string or a list of text parts")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise RequestError(400, f"'stream' must be true or false, got {body['stream']!r}")
+    return body, user[-1], text
+
+
+def rewrite_header(text: str) -> dict[str, str]:
+    """``X-AlignPro-Rewrite``: the rewrite percent-encoded (printable ASCII stays readable), cut if too long."""
+    whole = quote(text, safe=_HEADER_SAFE)
+    if len(whole) <= HEADER_LIMIT:
+        return {REWRITE_HEADER: whole}
+    parts, size = [], 0
+    for ch in text:  # encode character by character, so a cut never splits a character's escapes
+        enc = quote(ch, safe=_HEADER_SAFE)
+        if size + len(enc) > HEADER_LIMIT:
+            return {REWRITE_HEADER: "".join(parts), f"{REWRITE_HEADER}-Truncated": "1"}
+        parts.append(enc)
+        size += len(enc)
+    return {REWRITE_HEADER: "".join(parts)}
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def _error_body(message: str, type_: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": None}}
+
+
+# ---------------------------------------------------------------------------------------------- the app
+class AlignProService:
+    """The serving logic, independent of HTTP: rewrite (batched), then answer (forwarded or batched)."""
+
+    def __init__(self, cfg: ServeConfig, prompter: Prompter | None, target: Target) -> None:
+        self.cfg, self.prompter, self.target = cfg, prompter, target
+        self.forwards = callable(getattr(target, "acreate", None))  # an API target takes whole conversations
+        wait_s = cfg.batch_wait_ms / 1000
+        self.rewriter: MicroBatcher[str, Rewrite] | None = None
+        if prompter is not None:
+            self.rewriter = MicroBatcher(lambda xs: [s.rewrites[0] for s in prompter.rewrite(xs, 1)],
+                                         max_batch=cfg.max_batch, wait_s=wait_s, name=f"prompter {prompter.name}")
+        self.answerer: MicroBatcher[tuple[str, str | None], Any] | None = None
+        if not self.forwards:
+            self.answerer = MicroBatcher(
+                lambda items: [row[0] for row in target.answer([p for p, _ in items], n=1,
+                                                               systems=[s for _, s in items])],
+                max_batch=cfg.max_batch, wait_s=wait_s, name=f"target {target.name}")
+        self.started = time.time()
+        self.requests = 0
+        self.errors: dict[int, int] = {}
+
+    async def start(self) -> None:
+        for b in (self.rewriter, self.answerer):
+            if b is not None:
+                b.start()
+
+    async def stop(self) -> None:
+        for b in (self.rewriter, self.answerer):
+            if b is not None:
+                await b.stop()
+        if self.forwards and hasattr(self.target, "aclose"):
+            await self.target.aclose()  # type: ignore[attr-defined]
+
+    def health(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "ok", "model": self.cfg.model_name, "target": self.target.name,
+                               "prompter": self.prompter.name if self.prompter else None,
+                               "uptime_s": round(time.time() - self.started, 1), "requests": self.requests,
+                               "errors": {str(k): v for k, v in sorted(self.errors.items())}}
+        if self.rewriter:
+            out["rewrite_batches"] = self.rewriter.stats()
+        if self.answerer:
+            out["answer_batches"] = self.answerer.stats()
+        if hasattr(self.target, "usage_dict"):
+            out["target_usage"] = self.target.usage_dict()  # type: ignore[attr-defined]
+        return out
+
+    async def rewrite(self, text: str) -> dict[str, Any]:
+        """The audit record ``{"original", "rewrite", "parsed", "rewritten"}`` for the last user message."""
+        if self.rewriter is None:
+            return {"original": text, "rewrite": text, "parsed": False, "rewritten": False}
+        try:
+            r = await self.rewriter.submit(text)
+        except Exception as exc:  # noqa: BLE001
+            raise RequestError(500, f"prompter '{self.prompter.name}' failed: {exc}", "server_error") from None
+        return {"original": text, "rewrite": r.text, "parsed": r.parsed, "rewritten": True}
+
+    async def answer(self, body: dict[str, Any], user_index: int, audit: dict[str, Any]):
+        """A JSON dict (non-streaming) or an async iterator of SSE bytes (streaming)."""
+        messages = [dict(m) for m in body["messages"]]
+        messages[user_index]["content"] = audit["rewrite"]
+        stream = bool(body.get("stream", False))
+        if self.forwards:
+            return await self._forward(body, messages, stream, audit)
+        if body.get("n", 1) not in (1, None):
+            raise RequestError(400, f"'n' must be 1 for the local target '{self.target.name}', got "
+                                    f"{body['n']!r} (only openai: targets answer n > 1)")
+        systems = [content_text(m.get("content")) or "" for m in messages if m["role"] == "system"]
+        assert self.answerer is not None
+        try:
+            ans = await self.answerer.submit((audit["rewrite"], "\n\n".join(systems) or None))
+        except Exception as exc:  # noqa: BLE001
+            raise RequestError(502, f"target '{self.target.name}' failed: {exc}", "upstream_error") from None
+        completion = self._completion(ans.text, ans.n_tokens, audit)
+        return self._emulated_stream(completion) if stream else completion
+
+    async def _forward(self, body: dict[str, Any], messages: list[dict[str, Any]], stream: bool,
+                       audit: dict[str, Any]):
+        from alignpro.backends.openai_backend import BudgetExceeded, TargetError
+
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        try:
+            result = await self.target.acreate(messages, stream=stream, params=params)  # type: ignore[attr-defined]
+            if stream:  # open the stream now, so that a failing target is a 502 and not a broken stream
+                iterator = result.__aiter__()
+                first = await iterator.__anext__()
+        except BudgetExceeded as exc:
+            raise RequestError(429, str(exc), "insufficient_quota") from None
+        except TargetError as exc:
+            status = exc.status if exc.status in (400, 404, 413, 422) else 502
+            raise RequestError(status, str(exc), "upstream_error" if status == 502 else "invalid_request_error") \
+                from None
+        except StopAsyncIteration:
+            raise RequestError(502, f"target '{self.target.name}' sent an empty stream", "upstream_error") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. a malformed first chunk
+            raise RequestError(502, f"target '{self.target.name}' failed: {exc}", "upstream_error") from None
+        if not stream:
+            data = result.to_dict()
+            data["alignpro"] = audit
+            return data
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                chunk = first.to_dict()
+                chunk["alignpro"] = audit
+                yield _sse(chunk)
+                async for item in iterator:
+                    yield _sse(item.to_dict())
+                yield _sse("[DONE]")
+            except Exception as exc:  # noqa: BLE001 - headers are sent: report in the stream
+                yield _sse(_error_body(f"target '{self.target.name}' failed mid-stream: {exc}", "upstream_error"))
+            finally:
+                await result.close()
+        return relay()
+
+    def _completion(self, text: str, n_tokens: int, audit: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-alignpro-{uuid.uuid4().hex[:16]}", "object": "chat.completion",
+            "created": int(time.time()), "model": self.cfg.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": n_tokens, "total_tokens": n_tokens},
+            "alignpro": audit,
+        }
+
+    @staticmethod
+    async def _emulated_stream(completion: dict[str, Any]) -> AsyncIterator[bytes]:
+        base = {k: completion[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            return _sse(base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]} | extra)
+
+        yield chunk({"role": "assistant", "content": ""}, alignpro=completion["alignpro"])
+        words = completion["choices"][0]["message"]["content"].split(" ")
+        for i, w in enumerate(words):
+            yield chunk({"content": w if i == 0 else " " + w})
+        yield chunk({}, "stop")
+        yield _sse("[DONE]")
+
+
+def create_app(cfg: ServeConfig, prompter: Prompter | None, target: Target, *,
+               api_key: str | None = None) -> FastAPI:
+    """The FastAPI app for built backends (``prompter`` None = forward prompts unchanged)."""
+    service = AlignProService(cfg, prompter, target)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        yield
+        await service.stop()
+
+    app = FastAPI(title="alignpro serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+
+    def error(status: int, message: str, type_: str) -> JSONResponse:
+        service.errors[status] = service.errors.get(status, 0) + 1
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(_error_body(message, type_), status_code=status, headers=headers)
+
+    def check_key(request: Request) -> JSONResponse | None:
+        if api_key is None:
+            return None
+        sent = request.headers.get("authorization", "")
+        scheme, _, token = sent.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            return error(401, f"missing or invalid API key: send 'Authorization: Bearer <key>' with the key in "
+                              f"${cfg.api_key_env}", "invalid_api_key")
+        return None
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse(service.health())
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        if (denied := check_key(request)) is not None:
+            return denied
+        return JSONResponse({"object": "list", "data": [
+            {"id": cfg.model_name, "object": "model", "created": int(service.started), "owned_by": "alignpro"}]})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        if (denied := check_key(request)) is not None:
+            return denied
+        service.requests += 1
+        try:
+            body, user_index, text = parse_chat_request(await request.body())
+            audit = await service.rewrite(text)
+            result = await service.answer(body, user_index, audit)
+        except RequestError as exc:
+            return error(exc.status, exc.message, exc.type)
+        headers = rewrite_header(audit["rewrite"])
+        if isinstance(result, dict):
+            return JSONResponse(result, headers=headers)
+        return StreamingResponse(result, media_type="text/event-stream",
+                                 headers=headers | {"Cache-Control": "no-cache"})
+
+    return app
+
+
+def main(argv: list[str]) -> int:
+    import uvicorn
+
+    from alignpro.specs import make_prompter, make_target
+
+    cfg = parse_config(ServeConfig, argv, prog="alignpro serve")
+    api_key = read_api_key(cfg.api_key_env)
+    prompter = make_prompter(cfg.prompter, cfg.template) if cfg.rewrite else None
+    target = make_target(cfg.target, cfg.gen)
+    app = create_app(cfg, prompter, target, api_key=api_key)
+    print(f"alignpro serve: prompter {cfg.prompter if cfg.rewrite else '(off)'}, target {cfg.target}; "
+          f"http://{cfg.host}:{cfg.port}/v1 (model '{cfg.model_name}'"
+          f"{', bearer key from $' + cfg.api_key_env if api_key else ''})", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_keep_alive=cfg.keep_alive_s)
+    return 0
