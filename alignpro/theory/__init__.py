@@ -6,14 +6,14 @@ The pure functions live in :mod:`alignpro.theory.tabular`; experiments (``verify
 
 from alignpro.theory.tabular import (
     Analysis, GapDecomposition, InvalidInstanceError, TabularInstance, Theorem1Bound, analyse, composed_policy,
-    expected_reward, frozen_reward, gap_decomposition, kl_divergence, optimal_policy, optimal_prompter, optimal_prompter_kl,
-    prompter_log_partition, prompter_objective, prompter_objective_per_prompt, random_instance, suboptimality_gap, theorem1_bound,
-    tv_distance,
+    expected_reward, frozen_reward, gap_decomposition, kl_divergence, optimal_policy, optimal_prompter,
+    optimal_prompter_kl, prompter_log_partition, prompter_objective, prompter_objective_per_prompt,
+    random_instance, suboptimality_gap, theorem1_bound, tv_distance,
 )
 
 __all__ = [
     "Analysis", "GapDecomposition", "InvalidInstanceError", "TabularInstance", "Theorem1Bound", "analyse",
     "composed_policy", "expected_reward", "frozen_reward", "gap_decomposition", "kl_divergence", "optimal_policy",
-    "optimal_prompter", "optimal_prompter_kl", "prompter_log_partition", "prompter_objective", "prompter_objective_per_prompt", "random_instance",
-    "suboptimality_gap", "theorem1_bound", "tv_distance",
+    "optimal_prompter", "optimal_prompter_kl", "prompter_log_partition", "prompter_objective",
+    "prompter_objective_per_prompt", "random_instance", "suboptimality_gap", "theorem1_bound", "tv_distance",
 ]

@@ -37,21 +37,14 @@ class VerifyConfig:
     instances; exits 1 if any check fails on any instance."""
 
     instances: int = setting(10000, help="number of random instances (sizes, sharpness, λ, β, r_max all vary)")
-    """Number of random instances."""
     seed: int = setting(0, help="random seed for the instances, perturbations and optimiser starts")
-    """Random seed."""
     optimiser_instances: int = setting(
         500, help="how many instances (the first ones) also get the SciPy optimiser check of Lemma 1 "
-                  "(about 15 ms each); the perturbation check runs on all")
-    """Instances checked by the SciPy optimiser of eq (9)."""
+                  "(about 20 ms each); the perturbation check runs on all")
     perturbations: int = setting(32, help="random perturbations of ρ* per prompt for the Lemma 1 check")
-    """Random perturbations of ρ* per prompt."""
     max_prompts: int = setting(8, help="largest number of prompts n of a random instance")
-    """Largest n."""
     max_responses: int = setting(8, help="largest number of responses m of a random instance")
-    """Largest m."""
     json: bool = setting(False, help="print one JSON object instead of the text report")
-    """Print JSON."""
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -72,13 +65,9 @@ class AnalyseConfig:
 
     instance: Path | None = setting(None, help='instance JSON: {"P": [n], "rho_sft": [[n×n]], "pi_F": [[n×m]], '
                                                '"r": [[n×m]], "r_max": float}')
-    """Instance file."""
     lam: float = setting(1.0, help="λ, the prompter KL weight of eq (9)")
-    """λ."""
     beta: float = setting(1.0, help="β, the alignment KL weight of eq (2)/(4)")
-    """β."""
     json: bool = setting(False, help="print one JSON object instead of the text report")
-    """Print JSON."""
 
     def __post_init__(self) -> None:
         _required_path("instance", self.instance, "FILE.json")
@@ -92,17 +81,11 @@ class SweepConfig:
     λ ranges where the bound is vacuous (≥ r_max) are marked."""
 
     instance: Path | None = setting(None, help="instance JSON (same form as for 'analyse')")
-    """Instance file."""
     out: Path | None = setting(None, help="output folder for sweep.csv and sweep.png (created if missing)")
-    """Output folder."""
     beta: float = setting(1.0, help="β, the alignment KL weight of eq (2)/(4)")
-    """β."""
     lam_min: float = setting(1e-4, help="smallest λ of the grid")
-    """Smallest λ."""
     lam_max: float = setting(1e4, help="largest λ of the grid")
-    """Largest λ."""
-    points: int = setting(81, help="number of log-spaced λ values")
-    """Grid size."""
+    points: int = setting(161, help="number of log-spaced λ values")
 
     def __post_init__(self) -> None:
         _required_path("instance", self.instance, "FILE.json")
@@ -119,7 +102,7 @@ class SweepConfig:
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def verify(config: VerifyConfig) -> int:
+def verify_command(config: VerifyConfig) -> int:
     from alignpro.theory.sweep import CONVERGED, verify_random_instances
 
     report = verify_random_instances(config.instances, config.seed, config.optimiser_instances,
@@ -178,10 +161,10 @@ def analyse_command(config: AnalyseConfig) -> int:
         ("term2", "r_max E d_TV(π_F(x), π_F(x′)), x′∼ρ_sft", "eq 11", b.term2),
         ("term3", "−λ E KL(ρ*‖ρ_sft)", "eq 11", b.term3),
         ("bound", "term1 + term2 + term3", "eq 11", b.total),
-        ("objective", "eq (9) at ρ*", "eq 9", result.objective),
+        ("objective", "E_x[E_ρ* R − λ KL(ρ*‖ρ_sft)] at ρ*", "eq 9", result.objective),
     ]
     for key, meaning, eq, value in rows:
-        print(f"  {key:<10} {value: .6g}   {meaning} ({eq})")
+        print(f"  {key:<10} {value:>12.6g}   {meaning} ({eq})")
     holds = "holds" if result.gap <= b.total + 1e-9 * instance.r_max else "FAILS"
     vacuous = "vacuous" if b.total >= instance.r_max else "not vacuous"
     print(f"  Theorem 1 {holds}: bound − gap = {b.total - result.gap:.6g}; the bound is {vacuous} "
@@ -214,8 +197,7 @@ def sweep_command(config: SweepConfig) -> int:
     if vac.all():
         print(f"  the bound is vacuous (≥ r_max = {instance.r_max:g}) for every λ in the grid")
     elif vac.any():
-        from alignpro.theory.sweep import _runs
-        spans = ", ".join(f"[{result.lam[a]:.3g}, {result.lam[b]:.3g}]" for a, b in _runs(vac))
+        spans = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in result.vacuous_ranges())
         print(f"  the bound is vacuous (≥ r_max = {instance.r_max:g}) for λ in {spans}")
     else:
         print(f"  the bound is below r_max = {instance.r_max:g} for every λ in the grid")
@@ -223,7 +205,7 @@ def sweep_command(config: SweepConfig) -> int:
 
 
 SUBCOMMANDS = {
-    "verify": (VerifyConfig, verify, "random instances: does everything hold?"),
+    "verify": (VerifyConfig, verify_command, "random instances: does everything hold?"),
     "analyse": (AnalyseConfig, analyse_command, "every quantity for one instance file"),
     "sweep": (SweepConfig, sweep_command, "gap, bound and KL against λ as PNG + CSV"),
 }

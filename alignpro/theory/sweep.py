@@ -11,6 +11,7 @@ Everything here is deterministic given its seed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from alignpro.theory.tabular import (
-    TabularInstance, analyse, frozen_reward, optimal_prompter, prompter_objective_per_prompt, random_instance,
+    TabularInstance, analyse, frozen_reward, prompter_objective_per_prompt, random_instance,
 )
 
 TOLERANCE = 1e-9
@@ -39,12 +40,14 @@ def numerical_prompter(rho_sft: np.ndarray, R: np.ndarray, lam: float, rng: np.r
                        max_iter: int = 300) -> np.ndarray:
     """Maximise eq (9) for every prompt ``x`` with SciPy's L-BFGS-B, never using the closed form (10).
 
-    Parametrisation: ``ρ(·|x) = softmax(log ρ_sft(·|x) + φ_x)`` on the support of ``ρ_sft(·|x)`` (outside it the
-    KL of eq 9 is infinite), with ``φ = θ · min(1, max|R|/λ)`` so that θ is O(1) whatever λ. Rows are independent,
-    so all n rows are optimised at once. Three generic starts, best kept per row: ``ρ_sft`` with N(0, k²) logit
-    noise (``k = min(1, max|R|/λ)``), a uniformly random point of the simplex (Dirichlet(1)), and 90 % of the mass on the best rewrite of the
-    *unregularised* problem (8) (softmax parametrisations stall on plateaus near the simplex's vertices when
-    λ ≪ max R, so one start must begin near the vertex that (8) prefers). ``rho_sft``, ``R`` (n, n) → ρ (n, n).
+    Parametrisation: ``ρ(·|x) = softmax(log ρ_sft(·|x) + k θ_x)`` on the support of ``ρ_sft(·|x)`` (outside it
+    the KL of eq 9 is infinite), ``k = min(1, max|R|/λ)`` so that θ is O(1) whatever λ. Rows are independent, so
+    all n rows are optimised at once, and the best of four runs is kept per row. Starts: ``ρ_sft`` with N(0, k²)
+    logit noise; a uniformly random point of the simplex (Dirichlet(1)); 90 % of the mass on the best rewrite of
+    the *unregularised* problem (8); and, last, half the best point so far plus half uniform. (Softmax
+    parametrisations stall on plateaus near the simplex's vertices when λ ≪ max R, hence the vertex start; the
+    optimiser can still stop short of ρ* there, which ``verify`` reports as its shortfall.)
+    ``rho_sft``, ``R`` (n, n) → ρ (n, n).
     """
     from scipy.optimize import minimize  # SciPy is only needed here
 
@@ -78,8 +81,11 @@ def numerical_prompter(rho_sft: np.ndarray, R: np.ndarray, lam: float, rng: np.r
     starts = [rng.standard_normal(n * n),  # ρ_sft with N(0, k²) logit noise
               theta_for(rng.dirichlet(np.ones(n), size=n)),  # a random point of the simplex
               theta_for(near_vertex)]
+    uniform = support / support.sum(axis=1, keepdims=True)
     best = best_value = None
-    for theta0 in starts:
+    for attempt in range(len(starts) + 1):
+        # the last start polishes: half the best point so far, half uniform on the support
+        theta0 = starts[attempt] if attempt < len(starts) else theta_for(0.5 * best + 0.5 * uniform)
         result = minimize(negative_objective, theta0, jac=True, method="L-BFGS-B",
                           options={"maxiter": max_iter, "gtol": 1e-12, "ftol": 1e-15})
         rho = softmax(result.x)
@@ -180,13 +186,33 @@ def random_case(rng: np.random.Generator, max_n: int = 8, max_m: int = 8) -> tup
     return instance, float(lam), float(beta)
 
 
+def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
+    """Limit BLAS/LAPACK to one thread while it runs, when ``threadpoolctl`` is importable.
+
+    Every matrix here is at most 64 × 64; OpenBLAS waking threads for them (notably inside SciPy's L-BFGS-B)
+    costs several times the arithmetic on a busy machine. Scoped to the call: nothing global changes.
+    """
+    import scipy.optimize  # noqa: F401  load SciPy's own OpenBLAS first: only loaded libraries get limited
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: only a speed-up
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
 def verify_random_instances(instances: int, seed: int, optimiser_instances: int = 500,
                             perturbations: int = 32, max_n: int = 8, max_m: int = 8) -> VerifyReport:
     """Draw ``instances`` random cases (see :func:`random_case`) and measure every check on each.
 
     Eqs (5), (7), (11) and the perturbation check of Lemma 1 run on every instance; the SciPy optimiser of
-    eq (9) (:func:`numerical_prompter`, ~15 ms an instance) on the first ``optimiser_instances`` of them.
+    eq (9) (:func:`numerical_prompter`, ~20 ms an instance) on the first ``optimiser_instances`` of them.
     """
+    with single_threaded_blas():
+        return _verify(instances, seed, optimiser_instances, perturbations, max_n, max_m)
+
+
+def _verify(instances: int, seed: int, optimiser_instances: int, perturbations: int, max_n: int,
+            max_m: int) -> VerifyReport:
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     gap_minus_bound, decomposition_error, delta1_min, slack = [], [], [], []
@@ -276,9 +302,13 @@ class SweepResult:
         """Where the bound is ≥ the trivial bound r_max (J ∈ [0, r_max] makes any gap ≤ r_max)."""
         return self.bound >= self.r_max
 
+    def vacuous_ranges(self) -> list[tuple[float, float]]:
+        """The (first λ, last λ) of each run of grid points where the bound is vacuous."""
+        return [(float(self.lam[a]), float(self.lam[b])) for a, b in _runs(self.vacuous)]
+
 
 def lambda_sweep(instance: TabularInstance, beta: float, lam_min: float = 1e-4, lam_max: float = 1e4,
-                 points: int = 81) -> SweepResult:
+                 points: int = 161) -> SweepResult:
     """Analyse ``instance`` at ``points`` values of λ, log-spaced from ``lam_min`` to ``lam_max``."""
     lams = np.logspace(math.log10(lam_min), math.log10(lam_max), points)
     rows = [analyse(instance, float(lam), beta) for lam in lams]
@@ -340,22 +370,25 @@ def plot_sweep(sweep: SweepResult, path: str | Path, title: str = "") -> Path:
             label = "bound vacuous (≥ r_max)" if ax is top and j == 0 else None
             ax.axvspan(left, right, color="tab:red", alpha=0.12, lw=0, label=label)
     top.plot(lam, sweep.bound, color="tab:red", lw=2, label="Theorem 1 bound (eq 11)")
-    top.plot(lam, sweep.term1 + sweep.term2, color="tab:red", lw=1, ls=":", label="term1 + term2 (λ-free part)")
-    top.plot(lam, sweep.gap, color="tab:blue", lw=2, label="gap J(π*) − J(π̃_ρ*) (eq 5)")
-    top.plot(lam, sweep.delta1, color="tab:green", lw=1, ls="--", label="E Δ1 (eq 7, prompter-free)")
+    top.plot(lam, sweep.term1 + sweep.term2, color="tab:red", lw=1, ls=":",
+             label="term1 + term2 (the bound without its λ·KL term)")
+    top.plot(lam, sweep.gap, color="tab:blue", lw=2, label=r"gap $J(\pi^*) - J(\tilde\pi_{\rho^*})$ (eq 5)")
+    top.plot(lam, sweep.delta1, color="tab:green", lw=1, ls="--",
+             label=r"$E\,\Delta_1$ (eq 7, no prompter can reduce it)")
     top.axhline(sweep.r_max, color="black", lw=1, ls="-.", label=f"trivial bound r_max = {sweep.r_max:g}")
     top.axhline(0.0, color="grey", lw=0.5)
     top.set_ylabel("reward units")
     top.set_title(title or f"Align-Pro Theorem 1 against λ (β = {sweep.beta:g})")
     top.legend(fontsize=8, loc="best")
     top.grid(True, which="major", alpha=0.3)
-    bottom.plot(lam, sweep.kl, color="tab:purple", lw=2, label="E KL(ρ*‖ρ_sft) (nats)")
-    bottom.plot(lam, -sweep.term3, color="tab:orange", lw=1.5, ls="--", label="λ · E KL = −term3 (reward units)")
+    bottom.plot(lam, sweep.kl, color="tab:purple", lw=2, label=r"$E\,KL(\rho^*\|\rho_{sft})$ (nats)")
+    bottom.plot(lam, -sweep.term3, color="tab:orange", lw=1.5, ls="--",
+                label=r"$\lambda\,E\,KL$ = −term3 (reward units)")
     if (sweep.kl > 0).all() and (-sweep.term3 > 0).all():
         bottom.set_yscale("log")
     bottom.set_xscale("log")
     bottom.set_xlabel("λ (prompter KL weight, log scale)")
-    bottom.set_ylabel("KL / λ·KL")
+    bottom.set_ylabel(r"KL  /  $\lambda\cdot$KL")
     bottom.legend(fontsize=8, loc="best")
     bottom.grid(True, which="major", alpha=0.3)
     path = Path(path)

@@ -30,9 +30,8 @@ from alignpro.errors import AlignProError
 __all__ = [
     "InvalidInstanceError", "TabularInstance", "GapDecomposition", "Theorem1Bound", "Analysis",
     "tv_distance", "kl_divergence", "frozen_reward", "optimal_policy", "optimal_prompter", "prompter_log_partition",
-    "optimal_prompter_kl", "composed_policy",
-    "expected_reward", "prompter_objective_per_prompt", "prompter_objective", "suboptimality_gap",
-    "gap_decomposition", "theorem1_bound", "analyse", "random_instance",
+    "optimal_prompter_kl", "composed_policy", "expected_reward", "prompter_objective_per_prompt",
+    "prompter_objective", "suboptimality_gap", "gap_decomposition", "theorem1_bound", "analyse", "random_instance",
 ]
 
 ROW_SUM_TOL = 1e-6
@@ -313,10 +312,11 @@ class TabularInstance:
         if bad.size:
             x, y = (int(i) for i in bad[0])
             raise InvalidInstanceError(f"'r' has entry r[{x}][{y}] = {r[x, y]:g} outside [0, r_max] = [0, {r_max:g}]")
-        # Renormalise within tolerance so that every row is a distribution to float precision.
-        object.__setattr__(self, "P", P / P.sum())
-        object.__setattr__(self, "rho_sft", rho_sft / rho_sft.sum(axis=-1, keepdims=True))
-        object.__setattr__(self, "pi_F", pi_F / pi_F.sum(axis=-1, keepdims=True))
+        # Rows within the tolerance but off by more than 1e-12 are renormalised, so every row is a distribution
+        # to float precision; rows already that close are kept bit for bit (to_json/from_json round-trips).
+        for name, a in (("P", P), ("rho_sft", rho_sft), ("pi_F", pi_F)):
+            sums = a.sum(axis=-1, keepdims=True)
+            object.__setattr__(self, name, np.where(np.abs(sums - 1.0) > 1e-12, a / sums, a))
 
     @property
     def n(self) -> int:
