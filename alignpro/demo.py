@@ -40,6 +40,9 @@ class DemoConfig:
     reward: str = setting("builtin", "reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
     template: str = setting("rewrite-default", "rewrite template: builtin name or YAML file")
     prompts: str = setting("builtin:eval", "prompt source: builtin:eval | file.jsonl | file.csv | hf:<id> | ...")
+    field: str = setting("", "prompt field of a .jsonl/.csv file or dataset ('' = the source's default)")
+    skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
+    max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
     n_prompts: int = setting(0, "use the first N prompts (0 = all; --quick uses 8)")
     k: int = setting(4, "K: LM rewrites sampled from ρ_sft per prompt")
     m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
@@ -99,13 +102,15 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     t_start = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = load_prompts(cfg.prompts).records
-    if cfg.n_prompts:
-        records = records[:cfg.n_prompts]
-    prompts = [r.text for r in records]
-    print(f"alignpro demo: {len(prompts)} prompts from {cfg.prompts}; K={cfg.k}, M={cfg.m}, λ={cfg.lam}, "
-          f"α={cfg.identity_prior}; writing {out}")
     target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.batch_size)
+    tokenizer = getattr(getattr(target, "lm", None), "tokenizer", None)
+    count_tokens = (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])) if tokenizer else None
+    loaded = load_prompts(cfg.prompts, field=cfg.field or None, skip_bad=cfg.skip_bad,
+                          max_tokens=cfg.max_prompt_tokens if count_tokens else None, count_tokens=count_tokens)
+    records = loaded.records[:cfg.n_prompts] if cfg.n_prompts else loaded.records
+    prompts = [r.text for r in records]
+    print(f"alignpro demo: {len(prompts)} prompts from {cfg.prompts} ({loaded.skipped} bad rows skipped); "
+          f"K={cfg.k}, M={cfg.m}, λ={cfg.lam}, α={cfg.identity_prior}; writing {out}")
     prompter = prompter or make_prompter(cfg.prompter, cfg.template, batch_size=cfg.batch_size)
     reward = reward or make_reward(cfg.reward)
     chunk = max(1, cfg.batch_size // max(cfg.n_fresh, 1))
@@ -180,6 +185,8 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
             "rewrites_parsed_fraction": n_parsed / max(1, n_rw),
             "chose_original_fraction": n_identity / len(prompts),
             "wall_seconds": time.perf_counter() - t_start,
+            "prompts_skipped": loaded.skipped,
+            "prompts_skipped_reasons": loaded.skipped_reasons,
         },
         "config": config_to_dict(cfg),
     }

@@ -20,12 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
-REQUEST_STARTS = {
+#: first words of an imperative request; question words count only with a question mark
+REQUEST_VERBS = {
     "write", "explain", "describe", "give", "list", "compare", "help", "tell", "suggest", "plan", "create",
     "make", "draft", "summarize", "summarise", "recommend", "show", "teach", "outline", "provide", "share",
-    "how", "what", "why", "when", "where", "which", "who", "can", "could", "would", "should", "is", "are", "do",
-    "does", "i", "i'm", "my", "please", "find", "design", "rewrite", "translate", "fix", "debug", "convert",
-    "generate", "calculate", "choose", "prepare", "build", "offer", "walk", "brainstorm", "come", "put",
+    "please", "find", "design", "rewrite", "translate", "fix", "debug", "convert", "generate", "calculate",
+    "choose", "prepare", "build", "offer", "walk", "brainstorm", "compose", "recommend", "review", "name",
 }
 
 
@@ -46,8 +46,10 @@ def looks_like_request(prompt: str, rewrite: str, max_len_ratio: float = 3.0) ->
     text = rewrite.strip()
     if not text or len(text) > max_len_ratio * len(prompt) + 80:
         return False
+    if text.endswith(":"):
+        return False
     first = re.sub(r"[^a-z']", "", text.split()[0].lower())
-    return "?" in text or first in REQUEST_STARTS or bool(re.search(r"\bplease\b", text, re.IGNORECASE))
+    return "?" in text or first in REQUEST_VERBS or bool(re.search(r"\bplease\b", text, re.IGNORECASE))
 
 
 def judge_rewrites(prompts: Sequence[str], rewrites: Sequence[str], parsed: Sequence[bool], encoder,

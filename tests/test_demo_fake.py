@@ -61,3 +61,13 @@ def test_cli_unknown_command_and_help(capsys):
     assert main(["nope"]) == 2
     assert "valid commands" in capsys.readouterr().err
     assert main(["--help"]) == 0
+
+
+def test_bad_prompt_rows_stop_or_are_skipped_and_counted(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"q": "how do I bake bread"}\n{"q": ""}\n{"q": "what is rain"}\n')
+    with pytest.raises(AlignProError, match=r"line 2"):
+        run_demo(_cfg(tmp_path, prompts=str(f), field="q", n_prompts=0))
+    m = run_demo(_cfg(tmp_path, prompts=str(f), field="q", n_prompts=0, skip_bad=True))
+    assert m["diagnostics"]["prompts_skipped"] == 1
+    assert m["arms"]["no_ft"]["n"] == 2 * 2

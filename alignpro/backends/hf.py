@@ -62,8 +62,12 @@ class HFCausalLM:
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, conversations: Sequence[list[dict[str, str]]], gen: GenerationConfig,
-               seed: int | None = None) -> Generated:
-        """One sampled continuation per conversation, batched by similar length (less padding)."""
+               seed: int | None = None, with_logprobs: bool = True) -> Generated:
+        """One sampled continuation per conversation, batched by similar length (less padding).
+
+        ``with_logprobs=False`` skips keeping the (B, T, V) raw logits (the target's answers need no log-probs);
+        ``token_logprobs`` is then empty.
+        """
         if seed is not None:
             torch.manual_seed(seed)
         texts = [self.chat_prompt(c) for c in conversations]
@@ -81,10 +85,13 @@ class HFCausalLM:
                 **enc, max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
                 temperature=gen.temperature if gen.do_sample else None,
                 top_p=gen.top_p if gen.do_sample else None, top_k=gen.top_k if gen.do_sample else None,
-                pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=True)
+                pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
+                output_logits=with_logprobs)
             new = result.sequences[:, enc["input_ids"].shape[1]:]  # (B, T)
-            logits = torch.stack(result.logits, dim=1).float()  # (B, T, V) raw logits, temperature 1
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B, T)
+            if with_logprobs:
+                logits = torch.stack(result.logits, dim=1).float()  # (B, T, V) raw logits, temperature 1
+                logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B, T)
+                del logits
             for row, i in enumerate(idx):
                 ids = new[row].tolist()
                 n = len(ids)
@@ -93,7 +100,7 @@ class HFCausalLM:
                         n = t
                         break
                 out_ids[i] = ids[:n]
-                out_lp[i] = logp[row, :n].tolist()
+                out_lp[i] = logp[row, :n].tolist() if with_logprobs else []
                 out_text[i] = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
                 self.usage.generated_tokens += n
             self.usage.calls += 1
@@ -124,7 +131,7 @@ class HFTarget:
         for p, s in zip(prompts, systems):
             conv = ([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
             convs.extend([conv] * n)
-        g = self.lm.sample(convs, self.gen, seed=seed)
+        g = self.lm.sample(convs, self.gen, seed=seed, with_logprobs=False)
         answers = [Answer(t, len(ids)) for t, ids in zip(g.texts, g.token_ids)]
         return [answers[i * n:(i + 1) * n] for i in range(len(prompts))]
 
