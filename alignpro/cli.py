@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("alignpro.train.cli", "train the prompter (eq 9) or the RLHF oracle (eq 2) with PPO/RLOO/GRPO"),
     "evaluate": ("alignpro.evaluate.cli", "the paper's evaluation grid: arms x datasets x pairs, judged win rates"),
     "serve": ("alignpro.serve", "an OpenAI-compatible server: prompter rewrites, target answers"),
-    "theory": ("alignpro.theory.cli", "exact tabular checks of Lemma 1, eq (7) and Theorem 1"),
+    "theory": ("alignpro.theory.cli", "Lemma 1, eq (7) and Theorem 1: exact tabular checks and Monte-Carlo estimates for real LLMs"),
 }
 
 

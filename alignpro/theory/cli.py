@@ -1,4 +1,5 @@
-"""``alignpro theory verify | analyse | sweep``: exact tabular checks of Lemma 1, eq (7) and Theorem 1.
+"""``alignpro theory verify | analyse | sweep | estimate``: exact tabular checks of Lemma 1, eq (7) and Theorem 1,
+and Monte-Carlo estimates of Theorem 1's quantities for real LLMs (``estimate``).
 
 One config dataclass per sub-command (flags or ``--config FILE.yaml``); see docs/theory.md for examples.
 """
@@ -10,6 +11,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -98,6 +100,56 @@ class SweepConfig:
                               f"({self.lam_min:g})")
         if not 2 <= self.points <= 10000:
             raise ConfigError(f"setting 'points' must be in [2, 10000], got {self.points}")
+
+
+#: model kinds ``estimate`` can score token sequences with (it needs the weights, not just answers)
+LOCAL_LM_KINDS = ("smollm2", "hf")
+
+
+@dataclass
+class EstimateConfig:
+    """Monte-Carlo estimates, with standard errors across prompts, of Theorem 1's quantities (eq 11) for a
+    prompter / reference / target / reward on a prompt set. Models sample at temperature 1 with no truncation."""
+
+    prompter: str = setting("smollm2", help="ρ, the prompter being evaluated: smollm2 | hf:<id or path> "
+                                            "(e.g. a trained checkpoint)")
+    reference: str = setting("smollm2", help="ρ_sft, the reference prompter of eq (9): smollm2 | hf:<id or path>")
+    target: str = setting("smollm2", help="π_F, the frozen target: smollm2 | hf:<id or path>")
+    reward: str = setting("builtin", help="reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+    r_max: float | None = setting(None, help="upper end of the reward range; default: the reward's own r_max "
+                                             "(required when the reward has none)")
+    template: str = setting("rewrite-default", help="rewrite template of ρ and ρ_sft: builtin name or YAML file")
+    prompts: str = setting("builtin:eval", help="prompt source: builtin:eval | file.jsonl | file.csv | hf:<id> | ...")
+    n_prompts: int = setting(8, help="use the first N prompts (0 = all); standard errors need N ≥ 2")
+    k: int = setting(4, help="K: rewrites per prompt, from ρ (for KL(ρ‖ρ_sft)) and from ρ_sft (terms 2 and 3)")
+    samples: int = setting(4, help="S: answers per prompt and per rewrite (KL(π_F(x)‖π_F(x′)), π*, R̂)")
+    lam: float = setting(0.02, help="λ of eq (9)/(10), for ρ* and term3")
+    beta: float = setting(0.1, help="β of eq (2)/(4), for π* and term1")
+    max_new_tokens: int = setting(48, help="max new tokens of every rewrite and answer")
+    kl_estimator: Literal["k1", "k2", "k3"] = setting("k1", help="sequence-level KL estimator: k1 (unbiased), "
+                                                             "k2 (biased, ≥ 0) or k3 (unbiased, ≥ 0, heavy-tailed)")
+    seed: int = setting(0, help="random seed of every sampling stage")
+    batch_size: int = setting(16, help="sequences per forward pass / generate call")
+    json: bool = setting(False, help="print one JSON object (with per-prompt values) instead of the text report")
+
+    def __post_init__(self) -> None:
+        from alignpro.specs import check_reward_spec, parse_model_spec
+
+        for name in ("prompter", "reference", "target"):
+            spec = parse_model_spec(getattr(self, name))
+            if spec.kind not in LOCAL_LM_KINDS:
+                raise ConfigError(f"setting '{name}' must be a local model (smollm2 or hf:<id or path>) whose "
+                                  f"token log-probs can be computed, got '{spec}'")
+        check_reward_spec(self.reward)
+        for name in ("k", "samples", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"setting '{name}' must be ≥ 1, got {getattr(self, name)}")
+        if self.n_prompts < 0:
+            raise ConfigError(f"setting 'n_prompts' must be ≥ 0 (0 = all), got {self.n_prompts}")
+        _positive_finite("lam", self.lam)
+        _positive_finite("beta", self.beta)
+        if self.r_max is not None:
+            _positive_finite("r_max", self.r_max)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,16 +256,69 @@ def sweep_command(config: SweepConfig) -> int:
     return 0
 
 
+def _pm(mean: float, stderr: float) -> str:
+    return f"{mean:>10.4g} ± {stderr:<9.2g}" if math.isfinite(stderr) else f"{mean:>10.4g} ± {'n/a':<9}"
+
+
+def estimate_command(config: EstimateConfig) -> int:
+    from alignpro.config import config_to_dict
+    from alignpro.data import load_prompts
+    from alignpro.specs import load_causal_lm, make_reward
+    from alignpro.templates import load_rewrite_template
+    from alignpro.theory.estimate import QUANTITIES, KLEstimator, estimate_theorem1
+
+    reward = make_reward(config.reward)
+    if config.r_max is not None:
+        r_max, r_max_source = config.r_max, "--r-max"
+    elif getattr(reward, "r_max", None) is not None:
+        r_max, r_max_source = float(reward.r_max), f"the reward '{config.reward}'"
+    else:
+        raise ConfigError(f"the reward '{config.reward}' declares no r_max: pass --r-max R (Theorem 1 assumes "
+                          "r ∈ [0, r_max])")
+    template = load_rewrite_template(config.template)
+    records = load_prompts(config.prompts).records
+    prompts = [r.text for r in (records[:config.n_prompts] if config.n_prompts else records)]
+    models: dict[str, object] = {}  # spec -> HFCausalLM: one copy per distinct spec (nothing is trained here)
+    for spec in (config.prompter, config.reference, config.target):
+        if spec not in models:
+            models[spec] = load_causal_lm(spec, batch_size=config.batch_size)
+    result = estimate_theorem1(
+        prompts, prompter_lm=models[config.prompter], reference_lm=models[config.reference],
+        target_lm=models[config.target], reward=reward, template=template, k=config.k, samples=config.samples,
+        lam=config.lam, beta=config.beta, r_max=r_max, max_new_tokens=config.max_new_tokens, seed=config.seed,
+        estimator=KLEstimator(config.kl_estimator))
+    result.settings = {**config_to_dict(config), "r_max_source": r_max_source}
+    if config.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    n = len(prompts)
+    print(f"alignpro theory estimate: {n} prompts from {config.prompts}; ρ = {config.prompter}, "
+          f"ρ_sft = {config.reference}, π_F = {config.target}, r = {config.reward} (r_max = {r_max:g} from "
+          f"{r_max_source})")
+    print(f"  K = {config.k} rewrites, S = {config.samples} answers, λ = {config.lam:g}, β = {config.beta:g}, "
+          f"≤ {config.max_new_tokens} new tokens, temperature 1, no top-p/top-k; {config.kl_estimator} "
+          "KL estimator")
+    print(f"  mean ± s.e. across the {n} prompts (the s.e. covers the sampling noise, not the estimators' bias; "
+          "see docs/theory.md)")
+    for name, est in result.summary().items():
+        print(f"  {name:<17}{_pm(est.mean, est.stderr)}  {QUANTITIES[name]}")
+    print(f"  rewrites parsed: {int(result.parsed.sum())}/{result.parsed.size}; rewards outside [0, r_max]: "
+          f"{result.rewards_outside}")
+    return 0
+
+
 SUBCOMMANDS = {
     "verify": (VerifyConfig, verify_command, "random instances: does everything hold?"),
     "analyse": (AnalyseConfig, analyse_command, "every quantity for one instance file"),
     "sweep": (SweepConfig, sweep_command, "gap, bound and KL against λ as PNG + CSV"),
+    "estimate": (EstimateConfig, estimate_command, "Monte-Carlo estimates of Theorem 1's terms for real LLMs"),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: alignpro theory <verify|analyse|sweep> [options]", "",
-             "Exact tabular checks of Align-Pro's Lemma 1, eq (7) and Theorem 1.", "", "sub-commands:"]
+    lines = ["usage: alignpro theory <verify|analyse|sweep|estimate> [options]", "",
+             "Exact tabular checks of Align-Pro's Lemma 1, eq (7) and Theorem 1, and Monte-Carlo estimates of",
+             "Theorem 1's terms for real LLMs.", "", "sub-commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run 'alignpro theory <sub-command> --help' for its options."]
     return "\n".join(lines)
