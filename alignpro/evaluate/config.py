@@ -1,0 +1,486 @@
+"""`alignpro evaluate` settings, and the checks that make a bad config fail before any generation.
+
+Two levels of checking (lesson 2 of STYLE.md):
+
+- :class:`EvaluateConfig.__post_init__` checks the settings on their own (forms of arms, judges, labels, ranges);
+- :func:`preflight` checks them against the world without generating anything: checkpoint folders exist, the
+  judge's API key is in the environment, every dataset loads and has its prompt field, the templates load.
+
+Every problem found is reported at once, in one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import importlib.util
+import math
+import os
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alignpro.backends.base import GenerationConfig
+from alignpro.config import setting
+from alignpro.errors import AlignProError, ConfigError
+from alignpro.specs import DEFAULT_REWRITE_CONFIG, REWARD_SPEC_FORMS, TARGET_ONLY_KINDS, parse_model_spec
+
+#: the evaluation's metrics.json schema; bump when its shape changes
+SCHEMA_VERSION = 1
+
+
+class Arm(str, enum.Enum):
+    """The configurations the paper compares (plus the closed-form ρ* of eq 10, which needs no training)."""
+
+    NO_FT = "no_ft"  #: π_F answers x (the paper's "No Fine-Tuning", B in Table 1)
+    CLOSED_FORM = "align_pro_closed_form"  #: ρ* of eq (10) on K sampled rewrites, fresh π_F answers
+    ALIGN_PRO = "align_pro"  #: a trained prompter checkpoint rewrites x once, fresh π_F answers (A in Table 1)
+    ORACLE = "oracle"  #: an RLHF-tuned target checkpoint answers x (the paper's "RLHF" oracle)
+
+
+BASELINE = Arm.NO_FT.value
+CHECKPOINT_ARMS = (Arm.ALIGN_PRO.value, Arm.ORACLE.value)
+ARM_FORMS = ("no_ft", "align_pro_closed_form", "align_pro=<prompter checkpoint spec>",
+             "oracle=<target checkpoint spec>")
+JUDGE_FORMS = ("reward", "llm:<model spec>", "openai:<model>@<base_url>")
+#: placeholders a checkpoint spec may use; they are filled per grid cell
+CHECKPOINT_FIELDS = ("prompter", "target", "pair", "dataset")
+DATASET_OPTION_KEYS = ("field", "system_field", "split", "data_files", "cache_dir", "skip_bad")
+_LABEL = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of `alignpro evaluate`: prompter/target pairs x datasets x arms x seeds, judged pairwise."""
+
+    out: str = setting("runs/evaluate", "output folder: metrics.json, table.md, fig_reward_mean.png, "
+                                        "fig_reward_variance.png, examples.md (and judgments.jsonl)")
+    prompters: list[str] = setting(["smollm2"], "prompter ρ_sft model specs (smollm2 | hf:<id or path> | fake), "
+                                                "optionally labelled 'P1=hf:microsoft/Phi-3.5-mini-instruct'")
+    targets: list[str] = setting(["smollm2"], "frozen target π_F model specs, optionally labelled 'F1=<spec>'; "
+                                              "every prompter is paired with every target")
+    reward: str = setting("builtin", "reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+    datasets: list[str] = setting(["builtin:eval"], "prompt sources, optionally labelled 'name=source': "
+                                                    "builtin:eval | ultrafeedback | helpsteer | orca | FILE.jsonl | "
+                                                    "hf:<hub id>")
+    dataset_options: list[str] = setting([], "per-dataset loader options 'name.key=value', key one of field | "
+                                             "system_field | split | data_files (local copy of a hub dataset) | "
+                                             "cache_dir (of `datasets`) | skip_bad (true: skip and count bad rows)")
+    n: int = setting(100, "prompts sampled per dataset (paper: 100; 0 = all)")
+    data_seed: int = setting(0, "seed of the prompt sample: the same prompts for every seed, pair and arm")
+    seeds: list[int] = setting([0], "generation seeds; results are aggregated over them with 95-percent confidence intervals")
+    arms: list[str] = setting(["no_ft", "align_pro_closed_form"],
+                              "arms: no_ft | align_pro_closed_form | align_pro=<prompter checkpoint spec> | "
+                              "oracle=<target checkpoint spec>; checkpoint specs may use {prompter} {target} "
+                              "{pair} {dataset}")
+    skip_missing_checkpoints: bool = setting(False, "drop a checkpoint arm (with a notice) when its checkpoint "
+                                                    "folders do not exist, instead of failing")
+    judges: list[str] = setting(["reward"], "pairwise judges: reward | llm:<model spec> | "
+                                            "openai:<model>@<base_url>")
+    judged_arms: list[str] = setting([], "arms the judges compare with no_ft ([] = every arm but no_ft)")
+    judge_template: str = setting("judge-pairwise", "judge prompt template: builtin name or YAML file")
+    judge_api_key_env: str = setting("OPENAI_API_KEY", "environment variable holding the key of openai: judges")
+    judge_concurrency: int = setting(4, "openai: judges: requests in flight at once")
+    judge_max_retries: int = setting(5, "openai: judges: retries of one request on 429 / 5xx / connection errors")
+    judge_backoff_s: float = setting(2.0, "openai: judges: first retry delay in seconds (doubles, capped at 60)")
+    judge_timeout_s: float = setting(120.0, "openai: judges: timeout of one request in seconds")
+    openai_judge_max_tokens: int = setting(1024, "openai: judges: max tokens of the judgment (explanation first)")
+    llm_judge_max_new_tokens: int = setting(8, "llm: judges: max new tokens of the judgment (greedy)")
+    llm_judge_prefill: str = setting("My final verdict is [[", "llm: judges: their reply is forced to start with "
+                                     "this, so the verdict comes first (small models need it; '' lets them explain "
+                                     "first, as MT-Bench's GPT-4 does)")
+    tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
+    template: str = setting("rewrite-default", "rewrite template of the prompters: builtin name or YAML file")
+    k: int = setting(4, "align_pro_closed_form: K rewrites sampled from ρ_sft per prompt")
+    m: int = setting(2, "align_pro_closed_form: M answers per candidate to estimate R̂(x, x′)")
+    lam: float = setting(0.02, "align_pro_closed_form: λ of eq (10) (0 = argmax, inf = ρ_sft)")
+    identity_prior: float = setting(0.5, "align_pro_closed_form: ρ_sft's prior mass α on keeping x unchanged")
+    answers_per_prompt: int = setting(1, "fresh answers per prompt and arm that are scored and judged (paper: 1)")
+    answer_max_new_tokens: int = setting(256, "max new tokens of π_F's answers")
+    temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
+    top_p: float = setting(0.6, "π_F's nucleus top_p (paper: 0.6)")
+    top_k: int = setting(20, "π_F's top_k (paper: 20)")
+    rewrite_max_new_tokens: int = setting(DEFAULT_REWRITE_CONFIG.max_new_tokens, "max new tokens of a rewrite")
+    rewrite_temperature: float = setting(DEFAULT_REWRITE_CONFIG.temperature, "prompters' sampling temperature")
+    batch_size: int = setting(16, "generation batch size (also the unit of work saved to the cache)")
+    cache: str = setting("", "cache file shared by runs ('' = <out>/cache.sqlite)")
+    n_examples: int = setting(3, "examples per pair and dataset in examples.md")
+    progress: bool = setting(True, "show a progress bar per stage")
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for name in ("k", "m", "answers_per_prompt", "batch_size", "answer_max_new_tokens",
+                     "rewrite_max_new_tokens", "judge_concurrency", "openai_judge_max_tokens",
+                     "llm_judge_max_new_tokens"):
+            if getattr(self, name) < 1:
+                problems.append(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
+        for name in ("n", "n_examples", "judge_max_retries"):
+            if getattr(self, name) < 0:
+                problems.append(f"setting '{name}' must be >= 0, got {getattr(self, name)}")
+        if self.lam < 0 or math.isnan(self.lam):
+            problems.append(f"setting 'lam' must be >= 0 (0 = argmax, inf = no optimisation), got {self.lam}")
+        if not 0 <= self.identity_prior < 1:
+            problems.append(f"setting 'identity_prior' must be in [0, 1), got {self.identity_prior}")
+        if self.tie_margin < 0:
+            problems.append(f"setting 'tie_margin' must be >= 0, got {self.tie_margin}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"setting 'seeds' must list distinct seeds, got {self.seeds}")
+        try:
+            self.answer_gen = GenerationConfig(max_new_tokens=self.answer_max_new_tokens,
+                                               temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+            self.rewrite_gen = DEFAULT_REWRITE_CONFIG.with_(max_new_tokens=self.rewrite_max_new_tokens,
+                                                            temperature=self.rewrite_temperature)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        self.prompter_specs = _labelled(self.prompters, "prompters", "P", problems, _check_local_lm)
+        self.target_specs = _labelled(self.targets, "targets", "F", problems, _check_model_spec)
+        self.dataset_sources = _labelled(self.datasets, "datasets", "", problems, None, default_label=_dataset_label)
+        self.arm_specs = _parse_arms(self.arms, problems)
+        self.loader_options = _parse_dataset_options(self.dataset_options, self.dataset_sources, problems)
+        self.judge_specs = []
+        for j in self.judges:
+            try:
+                self.judge_specs.append(parse_judge_spec(j))
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if len(set(self.judges)) != len(self.judges):
+            problems.append(f"setting 'judges' lists a judge twice: {self.judges}")
+        unknown = [a for a in self.judged_arms if a not in self.arm_specs or a == BASELINE]
+        if unknown:
+            problems.append(f"setting 'judged_arms' names {unknown}, which are not among the non-baseline arms "
+                            f"{[a for a in self.arm_specs if a != BASELINE]}")
+        if self.judges and BASELINE not in self.arm_specs:
+            problems.append(f"the judges compare arms with '{BASELINE}'; add '{BASELINE}' to 'arms' or set judges: []")
+        _check_reward_spec(self.reward, problems)
+        if problems:
+            raise ConfigError(_one_message(problems))
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def judged(self) -> list[str]:
+        """Arms compared with no_ft by every judge."""
+        return list(self.judged_arms) or [a for a in self.arm_specs if a != BASELINE]
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache) if self.cache else Path(self.out) / "cache.sqlite"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing the list settings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _one_message(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems in the evaluation config:\n  - " + "\n  - ".join(problems)
+
+
+def _split_label(entry: str) -> tuple[str | None, str]:
+    """'P1=hf:x' -> ('P1', 'hf:x'); 'hf:x' -> (None, 'hf:x'). A label is a plain word before the first '='."""
+    head, sep, tail = entry.partition("=")
+    if sep and _LABEL.match(head.strip()) and ":" not in head:
+        return head.strip(), tail.strip()
+    return None, entry.strip()
+
+
+def _dataset_label(source: str, i: int) -> str:
+    from alignpro.data import PAPER_DATASETS
+
+    if source in PAPER_DATASETS or source.startswith("builtin"):
+        return source
+    if source.startswith("hf:"):
+        return source[3:].rsplit("/", 1)[-1]
+    return Path(source).stem or f"D{i + 1}"
+
+
+def _check_model_spec(spec: str) -> str | None:
+    try:
+        parse_model_spec(spec)
+    except AlignProError as exc:
+        return str(exc)
+    return None
+
+
+def _check_local_lm(spec: str) -> str | None:
+    """A prompter (or local judge) must be a causal LM we hold: not an answer-only backend."""
+    if err := _check_model_spec(spec):
+        return err
+    if parse_model_spec(spec).kind in TARGET_ONLY_KINDS:
+        return f"'{spec}' can only be a target; a prompter needs a local model (smollm2, hf:<hub id or path>, fake)"
+    return None
+
+
+def _labelled(entries: list[str], name: str, prefix: str, problems: list[str], check, *,
+              default_label=None) -> dict[str, str]:
+    """{label: spec} of a list setting whose entries may be labelled 'label=spec'."""
+    out: dict[str, str] = {}
+    if not entries:
+        problems.append(f"setting '{name}' must not be empty")
+    for i, entry in enumerate(entries):
+        label, spec = _split_label(str(entry))
+        if not spec:
+            problems.append(f"setting '{name}': entry {entry!r} has no spec")
+            continue
+        label = label or (default_label(spec, i) if default_label else f"{prefix}{i + 1}")
+        if label in out:
+            problems.append(f"setting '{name}': label '{label}' is used twice; label entries as 'name=spec'")
+        if check and (err := check(spec)):
+            problems.append(f"setting '{name}': {err}")
+        out[label] = spec
+    return out
+
+
+def _parse_arms(entries: list[str], problems: list[str]) -> dict[str, str | None]:
+    """{arm: checkpoint spec or None}, in the order given."""
+    valid = [a.value for a in Arm]
+    arms: dict[str, str | None] = {}
+    for entry in entries:
+        name, sep, spec = str(entry).partition("=")
+        name, spec = name.strip(), spec.strip()
+        if name not in valid:
+            problems.append(f"unknown arm '{entry}'; valid arms: {', '.join(ARM_FORMS)}")
+            continue
+        if name in arms:
+            problems.append(f"arm '{name}' is listed twice")
+            continue
+        if name in CHECKPOINT_ARMS:
+            if not spec:
+                what = "prompter" if name == Arm.ALIGN_PRO.value else "target"
+                problems.append(f"arm '{name}' needs a {what} checkpoint: write '{name}=hf:<checkpoint folder>' "
+                                f"(a transformers folder saved by training)")
+                continue
+            bad = [f for _, f, _, _ in string.Formatter().parse(spec) if f is not None and f not in CHECKPOINT_FIELDS]
+            if bad:
+                problems.append(f"arm '{name}': checkpoint spec '{spec}' uses unknown placeholder(s) {bad}; "
+                                f"valid: {', '.join('{' + f + '}' for f in CHECKPOINT_FIELDS)}")
+                continue
+            check = _check_local_lm if name == Arm.ALIGN_PRO.value else _check_model_spec
+            if err := check(spec.format(prompter="P", target="F", pair="P-F", dataset="D")):
+                problems.append(f"arm '{name}': {err}")
+                continue
+        elif sep:
+            problems.append(f"arm '{name}' takes no checkpoint (got '{entry}')")
+            continue
+        arms[name] = spec or None
+    if not arms and not any("unknown arm" in p for p in problems):
+        problems.append("setting 'arms' must not be empty")
+    return arms
+
+
+def _parse_dataset_options(entries: list[str], datasets: dict[str, str], problems: list[str]) -> dict[str, dict]:
+    opts: dict[str, dict] = {label: {} for label in datasets}
+    for entry in entries:
+        key, sep, value = str(entry).partition("=")
+        label, dot, option = key.strip().rpartition(".")
+        if not sep or not dot or label not in datasets or option not in DATASET_OPTION_KEYS:
+            problems.append(f"dataset option '{entry}' must read 'name.key=value' with name one of "
+                            f"{list(datasets)} and key one of {', '.join(DATASET_OPTION_KEYS)}")
+            continue
+        value = value.strip()
+        if option == "skip_bad":
+            if value.lower() not in ("true", "false"):
+                problems.append(f"dataset option '{entry}': skip_bad must be true or false")
+                continue
+            opts[label][option] = value.lower() == "true"
+        else:
+            opts[label][option] = value
+    return opts
+
+
+def _check_reward_spec(spec: str, problems: list[str]) -> None:
+    s = spec.strip()
+    ok = s in ("builtin", "fake") or (s.startswith("hf:") and s[3:].strip())
+    if s.startswith("python:"):
+        parts = s.split(":")
+        ok = len(parts) == 3 and all(parts[1:])
+        if ok and importlib.util.find_spec(parts[1]) is None:
+            problems.append(f"reward '{s}': module '{parts[1]}' cannot be found")
+    if not ok:
+        problems.append(f"invalid reward spec '{spec}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Judge specs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    kind: str  #: "reward" | "llm" | "openai"
+    model: str = ""  #: the model spec (llm) or the API model name (openai)
+    base_url: str = ""  #: openai only
+
+    def __str__(self) -> str:
+        return {"reward": "reward", "llm": f"llm:{self.model}", "openai": f"openai:{self.model}@{self.base_url}"}[
+            self.kind]
+
+
+def parse_judge_spec(spec: str) -> JudgeSpec:
+    s = str(spec).strip()
+    if s == "reward":
+        return JudgeSpec("reward")
+    if s.startswith("llm:") and s[4:].strip():
+        model = s[4:].strip()
+        if err := _check_model_spec(model):
+            raise ConfigError(f"judge '{s}': {err}")
+        if parse_model_spec(model).kind not in ("smollm2", "hf"):
+            raise ConfigError(f"judge '{s}': a local LLM judge needs a chat model (smollm2 or hf:<id or path>); "
+                              "for an API use openai:<model>@<base_url>")
+        return JudgeSpec("llm", model)
+    if s.startswith("openai:"):
+        model, at, url = s[7:].partition("@")
+        if at and model.strip() and re.match(r"^https?://\S+$", url.strip()):
+            return JudgeSpec("openai", model.strip(), url.strip().rstrip("/"))
+    raise ConfigError(f"invalid judge '{s}'; valid forms: {', '.join(JUDGE_FORMS)} "
+                      "(e.g. openai:gpt-4o@https://api.openai.com/v1)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan: everything checked against the world, before any generation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: a prompter/target pair on one dataset with one seed."""
+
+    prompter_label: str
+    prompter: str  #: model spec
+    target_label: str
+    target: str  #: model spec
+    dataset: str  #: dataset label
+    seed: int
+    checkpoints: tuple[tuple[str, str], ...] = ()  #: ((arm, resolved checkpoint spec), ...)
+
+    @property
+    def pair(self) -> str:
+        return f"{self.prompter_label}-{self.target_label}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.pair}/{self.dataset}/seed{self.seed}"
+
+    def checkpoint(self, arm: str) -> str:
+        return dict(self.checkpoints)[arm]
+
+
+@dataclass
+class Plan:
+    """What `alignpro evaluate` will do: the prompts of each dataset and the grid cells."""
+
+    prompts: dict[str, list] = field(default_factory=dict)  #: dataset label -> [PromptRecord]
+    cells: list[Cell] = field(default_factory=list)
+    arms: list[str] = field(default_factory=list)  #: the arms that run (config order)
+    skipped: dict[str, str] = field(default_factory=dict)  #: arm -> why it was dropped (skip_missing_checkpoints)
+    judge_template: object = None
+
+
+def checkpoint_fingerprint(spec: str) -> str:
+    """A short digest of a local checkpoint folder's files (names, sizes, mtimes), '' for other specs.
+
+    It goes into every cache key that involves the checkpoint, so retraining into the same folder is never
+    served stale generations.
+    """
+    ms = parse_model_spec(spec)
+    if ms.kind != "hf":
+        return ""
+    folder = Path(ms.ref).expanduser()
+    if not folder.is_dir():
+        return ""
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _load_dataset(cfg: EvaluateConfig, label: str, source: str):
+    from alignpro.data import load_prompts
+
+    opts = dict(cfg.loader_options.get(label, {}))
+    is_hf = source.startswith("hf:") or source in _paper_names()
+    for hf_only in ("data_files", "cache_dir"):
+        if opts.get(hf_only) and not is_hf:
+            raise AlignProError(f"option {hf_only} applies to Hugging Face datasets only, not '{source}'")
+    kwargs = {k: v for k, v in opts.items() if v}
+    return load_prompts(source, n=cfg.n or None, seed=cfg.data_seed, **kwargs).records
+
+
+def _paper_names() -> tuple[str, ...]:
+    from alignpro.data import PAPER_DATASETS
+
+    return tuple(PAPER_DATASETS)
+
+
+def preflight(cfg: EvaluateConfig) -> Plan:
+    """Check the config against the world and build the plan; raises one :class:`ConfigError` listing every
+    problem (missing checkpoint folders, API key, datasets or fields, templates). Generates nothing."""
+    from alignpro.evaluate.judges import load_judge_template
+    from alignpro.templates import load_rewrite_template
+
+    problems: list[str] = []
+    plan = Plan()
+    # ---- templates ----
+    needs_rewrites = any(a in cfg.arm_specs for a in (Arm.CLOSED_FORM.value, Arm.ALIGN_PRO.value))
+    if needs_rewrites:
+        try:
+            load_rewrite_template(cfg.template)
+        except AlignProError as exc:
+            problems.append(str(exc))
+    if any(j.kind in ("llm", "openai") for j in cfg.judge_specs):
+        try:
+            plan.judge_template = load_judge_template(cfg.judge_template)
+        except AlignProError as exc:
+            problems.append(str(exc))
+    # ---- API keys ----
+    for j in cfg.judge_specs:
+        if j.kind == "openai" and not os.environ.get(cfg.judge_api_key_env, "").strip():
+            problems.append(f"judge '{j}' needs an API key in the environment variable '{cfg.judge_api_key_env}' "
+                            "(setting judge_api_key_env), which is not set")
+    # ---- datasets (their fields are checked while loading) ----
+    for label, source in cfg.dataset_sources.items():
+        try:
+            plan.prompts[label] = _load_dataset(cfg, label, source)
+        except AlignProError as exc:
+            problems.append(f"dataset '{label}': {exc}")
+    # ---- the grid, with each cell's checkpoints resolved and checked ----
+    missing: dict[str, list[str]] = {}  # arm -> checkpoint folders that do not exist
+    for t_label, t_spec in cfg.target_specs.items():
+        for p_label, p_spec in cfg.prompter_specs.items():
+            for d_label in cfg.dataset_sources:
+                ckpts = []
+                for arm, template in cfg.arm_specs.items():
+                    if template is None:
+                        continue
+                    spec = template.format(prompter=p_label, target=t_label, pair=f"{p_label}-{t_label}",
+                                           dataset=d_label)
+                    ms = parse_model_spec(spec)
+                    if ms.kind == "hf" and not Path(ms.ref).expanduser().is_dir():
+                        if ms.ref not in missing.setdefault(arm, []):
+                            missing[arm].append(ms.ref)
+                    ckpts.append((arm, spec))
+                for seed in cfg.seeds:
+                    plan.cells.append(Cell(p_label, p_spec, t_label, t_spec, d_label, seed, tuple(ckpts)))
+    for arm, folders in missing.items():
+        shown = ", ".join(f"'{f}'" for f in folders[:4]) + (f" and {len(folders) - 4} more" if len(folders) > 4 else "")
+        what = (f"checkpoint folder{'s' if len(folders) > 1 else ''} {shown} "
+                f"do{'' if len(folders) > 1 else 'es'} not exist")
+        if cfg.skip_missing_checkpoints:
+            plan.skipped[arm] = what
+        else:
+            problems.append(f"arm '{arm}': {what}; train {'them' if len(folders) > 1 else 'it'} first, fix the "
+                            "path, or drop the arm (or set skip_missing_checkpoints)")
+    plan.arms = [a for a in cfg.arm_specs if a not in plan.skipped]
+    if cfg.judged_arms and not any(a in plan.arms for a in cfg.judged_arms) and cfg.judges:
+        problems.append(f"none of the judged arms {cfg.judged_arms} can run ({plan.skipped})")
+    if problems:
+        raise ConfigError(_one_message(problems))
+    if plan.skipped:
+        for cell_i, cell in enumerate(plan.cells):
+            plan.cells[cell_i] = Cell(cell.prompter_label, cell.prompter, cell.target_label, cell.target,
+                                      cell.dataset, cell.seed, tuple(c for c in cell.checkpoints if c[0] in plan.arms))
+    return plan

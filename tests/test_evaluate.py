@@ -1,0 +1,426 @@
+"""`alignpro evaluate`: config checks before generation, the grid on fake backends (all five outputs), the disk
+cache (a second run is free, an interrupted run resumes), the OpenAI judge end to end over HTTP, the shipped
+configs, and one tiny run on the embedded SmolLM2 (marked ``model``)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignpro import cli
+from alignpro.backends.fake import FakePrompter, FakeReward, FakeTarget
+from alignpro.config import build_config, load_yaml
+from alignpro.errors import ConfigError
+from alignpro.evaluate.config import EvaluateConfig, preflight
+from alignpro.evaluate.report import OUTPUTS
+from alignpro.evaluate.runner import run_evaluation
+
+REPO = Path(__file__).parent.parent
+DATA = REPO / "tests" / "data"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Counting fakes: every item a backend computes is counted, and the target can be made to fail mid-way
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class Counts:
+    def __init__(self, fail_after_answers: int | None = None) -> None:
+        self.items: Counter[str] = Counter()
+        self.loads: Counter[str] = Counter()
+        self.fail_after_answers = fail_after_answers
+
+    def loader(self, role: str, spec: str):
+        self.loads[role] += 1
+        counts = self
+
+        class Prompter(FakePrompter):
+            def rewrite(self, prompts, k, *, seed=None):
+                counts.items["rewrite"] += len(prompts) * k
+                return super().rewrite(prompts, k, seed=seed)
+
+        class Target(FakeTarget):
+            def answer(self, prompts, *, n=1, seed=None, systems=None):
+                if counts.fail_after_answers is not None and counts.items["answer"] >= counts.fail_after_answers:
+                    raise Interrupted("simulated crash")
+                counts.items["answer"] += len(prompts) * n
+                return super().answer(prompts, n=n, seed=seed, systems=systems)
+
+        class Reward(FakeReward):
+            def score(self, prompts, answers):
+                counts.items["score"] += len(prompts)
+                return super().score(prompts, answers)
+
+        if role == "prompter" and spec != "fake":  # another prompter: other rewrites
+            return Prompter((" Please be kind to me.", " Be brief.", " Thanks!"))
+        return {"prompter": Prompter, "target": Target, "reward": Reward}[role]()
+
+
+def fake_config(tmp_path: Path, **overrides) -> EvaluateConfig:
+    values = {
+        "out": str(tmp_path / "run"), "prompters": ["fake", "P2=fake"], "targets": ["fake"], "reward": "fake",
+        "datasets": ["builtin:eval", f"mine={DATA / 'prompts.jsonl'}"],
+        "dataset_options": ["mine.field=query", "mine.system_field=sys", "mine.skip_bad=true"],
+        "n": 5, "seeds": [0, 1], "arms": ["no_ft", "align_pro_closed_form"], "judges": ["reward"],
+        "k": 2, "m": 1, "batch_size": 4, "progress": False,
+    }
+    values.update(overrides)
+    return build_config(EvaluateConfig, values)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The grid on fakes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_grid_writes_the_five_outputs_with_the_metrics_contract(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpts" / "prompter-P1-F1-builtin:eval"
+    for p in ("P1", "P2"):
+        for d in ("builtin:eval", "mine"):
+            (tmp_path / "ckpts" / f"prompter-{p}-F1-{d}").mkdir(parents=True)
+    (tmp_path / "ckpts" / "oracle-F1").mkdir()
+    assert ckpt.is_dir()
+    cfg = fake_config(tmp_path, arms=["no_ft", "align_pro_closed_form",
+                                      f"align_pro=hf:{tmp_path}/ckpts/prompter-{{pair}}-{{dataset}}",
+                                      f"oracle=hf:{tmp_path}/ckpts/oracle-{{target}}"])
+    counts = Counts()
+    metrics = run_evaluation(cfg, loader=counts.loader)
+    out = Path(cfg.out)
+    for name in OUTPUTS + ("judgments.jsonl",):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+    # metrics.json: one entry per cell, the spine's shape inside each
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["schema_version"] == 1 and saved["config"]["n"] == 5
+    assert len(saved["cells"]) == 2 * 1 * 2 * 2  # prompters x targets x datasets x seeds
+    arms = ["no_ft", "align_pro_closed_form", "align_pro", "oracle"]
+    for cell in saved["cells"]:
+        assert set(cell) >= {"pair", "dataset", "seed", "arms", "win_rates"}
+        assert list(cell["arms"]) == arms
+        n_prompts = 5 if cell["dataset"] == "builtin:eval" else 4  # the file has one empty prompt, skipped
+        for stats in cell["arms"].values():
+            assert set(stats) >= {"mean", "variance", "stderr", "n"} and stats["n"] == n_prompts
+        assert [w["arm"] for w in cell["win_rates"]] == arms[1:]
+        for w in cell["win_rates"]:
+            assert set(w) >= {"arm", "baseline", "judge", "wins", "ties", "losses", "n", "win_rate", "stderr"}
+            assert w["baseline"] == "no_ft" and w["wins"] + w["ties"] + w["losses"] == w["n"] == n_prompts
+            assert w["judge_independent"] is False and "arm_mean_words" in w and "baseline_mean_words" in w
+        cf = cell["diagnostics"]["align_pro_closed_form"]
+        assert 0 <= cf["chose_original_fraction"] <= 1 and cf["kl_rho_star_to_rho_sft"] >= 0
+    # aggregate: pair x dataset x arm over the two seeds, with 95% CIs
+    assert len(saved["aggregate"]) == 2 * 2 * 4
+    for e in saved["aggregate"]:
+        assert e["seeds"] == [0, 1] and e["ci_method"] == "t-interval over seeds"
+        lo, hi = e["reward_mean"]["ci95"]
+        assert lo <= e["reward_mean"]["mean"] <= hi
+        for w in e["win_rates"]:
+            assert 0 <= w["ci95"][0] <= w["win_rate"] <= w["ci95"][1] <= 1
+    assert metrics["cells"] == saved["cells"]
+
+    # table.md in the layout of Table 1: rows = pairs, columns = datasets x (A, B)
+    table = (out / "table.md").read_text()
+    assert "| Model architectures (prompter, frozen LLM) | builtin:eval A | builtin:eval B | mine A | mine B |" in table
+    assert "fake, fake (P1-F1)" in table and "fake, fake (P2-F1)" in table
+    assert "not an independent judge" in table
+    # figures and examples
+    for name in ("fig_reward_mean.png", "fig_reward_variance.png"):
+        w, h = png_size(out / name)
+        assert w > 600 and h > 400
+    examples = (out / "examples.md").read_text()
+    assert "**Original prompt:**" in examples and "**Re-written prompt (align_pro_closed_form):**" in examples
+    assert "**Final response (align_pro, reward" in examples
+    rows = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    assert len(rows) == sum(w["n"] for c in saved["cells"] for w in c["win_rates"])
+    assert {"words_arm", "words_baseline", "arm_first", "baseline_first", "winner"} <= set(rows[0])
+
+
+def test_closed_form_answers_afresh_and_no_ft_is_shared_across_prompters(tmp_path: Path) -> None:
+    # two prompters whose rewrites never coincide (the counting loader gives any spec but 'fake' other
+    # rewrites); α = 0, so x itself is not a shared candidate
+    common = dict(datasets=["builtin:eval"], dataset_options=[], seeds=[0], identity_prior=0.0)
+    cfg = fake_config(tmp_path, prompters=["fake", "P2=hf:another-prompter"], **common)
+    counts = Counts()
+    run_evaluation(cfg, loader=counts.loader)
+    n, k, m = 5, cfg.k, cfg.m
+    # no_ft: 5 answers, computed once for both prompters (its key does not involve the prompter);
+    # closed form per prompter: K rewrites, K·M answers that estimate R̂, then 5 FRESH answers to the chosen x′
+    assert counts.items["answer"] == n + 2 * (n * k * m + n)
+    assert counts.items["rewrite"] == 2 * n * k
+    # the same prompter spec twice is the same model: its rewrites, and so their answers, come from the cache
+    same = Counts()
+    run_evaluation(fake_config(tmp_path / "same", **common), loader=same.loader)
+    assert same.items["answer"] == n + (n * k * m + n) and same.items["rewrite"] == n * k
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cache
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_second_identical_run_makes_no_backend_calls(tmp_path: Path) -> None:
+    cfg = fake_config(tmp_path)
+    first = Counts()
+    m1 = run_evaluation(cfg, loader=first.loader)
+    assert first.items["answer"] > 0 and first.items["rewrite"] > 0
+    second = Counts()
+    m2 = run_evaluation(cfg, loader=second.loader)
+    assert second.items == Counter() and second.loads == Counter()  # no call, not even a model load
+    assert all(v["misses"] == 0 for v in m2["usage"]["cache"].values())
+    assert m2["cells"] == m1["cells"]
+
+
+def test_an_interrupted_run_resumes_and_recomputes_only_the_remainder(tmp_path: Path) -> None:
+    clean = Counts()
+    run_evaluation(fake_config(tmp_path / "clean"), loader=clean.loader)
+    total = clean.items["answer"]
+
+    cfg = fake_config(tmp_path / "crash")
+    crashed = Counts(fail_after_answers=total // 2)
+    with pytest.raises(Interrupted):
+        run_evaluation(cfg, loader=crashed.loader)
+    done = crashed.items["answer"]
+    assert 0 < done < total
+
+    resumed = Counts()
+    metrics = run_evaluation(cfg, loader=resumed.loader)
+    assert resumed.items["answer"] == total - done  # only the remainder
+    assert resumed.items["rewrite"] == clean.items["rewrite"] - crashed.items["rewrite"]
+    assert len(metrics["cells"]) == 8
+    again = Counts()
+    run_evaluation(cfg, loader=again.loader)
+    assert sum(again.items.values()) == 0
+
+
+def test_changing_the_generation_config_misses_the_cache(tmp_path: Path) -> None:
+    run_evaluation(fake_config(tmp_path), loader=Counts().loader)
+    changed = Counts()
+    run_evaluation(fake_config(tmp_path, temperature=1.0), loader=changed.loader)
+    assert changed.items["answer"] > 0 and changed.items["rewrite"] == 0  # rewrites do not use π_F's config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad configs fail before any generation, with one clear message
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"arms": ["no_ft", "best_of_n"]}, "unknown arm 'best_of_n'; valid arms: no_ft, align_pro_closed_form"),
+    ({"arms": ["no_ft", "align_pro"]}, "arm 'align_pro' needs a prompter checkpoint"),
+    ({"arms": ["no_ft", "align_pro=hf:/nonexistent/ckpt-{pair}"]},
+     "arm 'align_pro': checkpoint folders '/nonexistent/ckpt-P1-F1', '/nonexistent/ckpt-P2-F1' do not exist"),
+    ({"arms": ["no_ft", "oracle=hf:/nonexistent/oracle"]}, "checkpoint folder '/nonexistent/oracle' does not exist"),
+    ({"arms": ["no_ft", "oracle={model}"]}, "unknown placeholder"),
+    ({"judges": ["openai:gpt-4o@http://127.0.0.1:9/v1"], "judge_api_key_env": "ALIGNPRO_TEST_NO_SUCH_KEY"},
+     "needs an API key in the environment variable 'ALIGNPRO_TEST_NO_SUCH_KEY'"),
+    ({"dataset_options": ["mine.field=question"]}, "dataset 'mine': .*field 'question' is missing"),
+    ({"datasets": ["nosuchfile.jsonl"], "dataset_options": []}, "prompt file not found"),
+    ({"judges": ["gpt4"]}, "invalid judge 'gpt4'"),
+    ({"judges": ["reward"], "arms": ["align_pro_closed_form"]}, "add 'no_ft' to 'arms'"),
+    ({"prompters": ["llama"]}, "invalid model spec 'llama'"),
+    ({"prompters": ["openai:gpt-4o-mini@http://127.0.0.1:9/v1"]}, "can only be a target"),
+    ({"reward": "rm"}, "invalid reward spec 'rm'"),
+    ({"judged_arms": ["oracle"]}, "'judged_arms' names \\['oracle'\\]"),
+])
+def test_bad_configs_fail_before_generation(tmp_path: Path, overrides: dict, message: str) -> None:
+    counts = Counts()
+    with pytest.raises(ConfigError, match=message):
+        run_evaluation(fake_config(tmp_path, **overrides), loader=counts.loader)
+    assert counts.loads == Counter()  # no backend was even built
+    assert not (tmp_path / "run").exists()  # nor the run folder
+
+
+def test_all_problems_are_reported_in_one_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ALIGNPRO_TEST_NO_SUCH_KEY", raising=False)
+    cfg = fake_config(tmp_path, arms=["no_ft", "align_pro=hf:/nope/a", "oracle=hf:/nope/b"],
+                      judges=["openai:m@http://127.0.0.1:9/v1"], judge_api_key_env="ALIGNPRO_TEST_NO_SUCH_KEY")
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg)
+    text = str(err.value)
+    assert text.startswith("3 problems in the evaluation config:")
+    assert "/nope/a" in text and "/nope/b" in text and "ALIGNPRO_TEST_NO_SUCH_KEY" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The CLI and the shipped configs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_runs_a_yaml_config_and_flags_override_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"prompters": ["fake"], "targets": ["fake"], "reward": "fake",
+                                      "datasets": ["builtin:eval"], "n": 4, "k": 2, "m": 1, "progress": False,
+                                      "out": str(tmp_path / "ignored")}))
+    out = tmp_path / "cli-run"
+    assert cli.main(["evaluate", "--config", str(config), "--out", str(out), "--seeds", "0", "1"]) == 0
+    for name in OUTPUTS:
+        assert (out / name).is_file()
+    assert not (tmp_path / "ignored").exists()
+    assert json.loads((out / "metrics.json").read_text())["config"]["seeds"] == [0, 1]
+    printed = capsys.readouterr().out
+    assert "| fake, fake (P1-F1) |" in printed and "cache:" in printed
+
+    assert cli.main(["evaluate", "--config", str(config), "--arms", "no_ft", "bogus"]) == 2
+    assert "alignpro evaluate: error: unknown arm 'bogus'" in capsys.readouterr().err
+
+
+def test_cli_help_lists_every_setting(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["evaluate", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--prompters", "--targets", "--datasets", "--arms", "--judges", "--seeds", "--judge-api-key-env",
+                 "--temperature", "--cache"):
+        assert flag in text
+
+
+def test_arms_without_the_baseline_and_without_judges(tmp_path: Path) -> None:
+    counts = Counts()
+    metrics = run_evaluation(fake_config(tmp_path, arms=["align_pro_closed_form"], judges=[]), loader=counts.loader)
+    assert all(list(c["arms"]) == ["align_pro_closed_form"] and c["win_rates"] == [] for c in metrics["cells"])
+    assert "No judges were configured" in (tmp_path / "run" / "table.md").read_text()
+
+
+def test_missing_checkpoints_can_be_skipped_with_a_notice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "oracle").mkdir()
+    cfg = fake_config(tmp_path, arms=["no_ft", "align_pro=hf:/nope/final", f"oracle=hf:{tmp_path / 'oracle'}"],
+                      skip_missing_checkpoints=True)
+    metrics = run_evaluation(cfg, loader=Counts().loader)
+    assert all(list(c["arms"]) == ["no_ft", "oracle"] for c in metrics["cells"])
+    assert "'/nope/final' does not exist" in metrics["skipped_arms"]["align_pro"]
+    assert "skipping arm 'align_pro'" in capsys.readouterr().out
+    assert "*Arm `align_pro` was skipped" in (tmp_path / "run" / "table.md").read_text()
+
+
+def test_shipped_eval_quick_config_is_valid_and_small() -> None:
+    cfg = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "eval-quick.yaml"))
+    assert cfg.datasets == ["builtin:eval"] and cfg.n <= 8 and cfg.seeds == [0]
+    assert list(cfg.arm_specs)[:2] == ["no_ft", "align_pro_closed_form"]
+    assert cfg.arm_specs["align_pro"] == "hf:runs/train/final" and cfg.skip_missing_checkpoints  # when trained
+    assert cfg.judges == ["reward", "llm:smollm2"]
+    assert cfg.answer_max_new_tokens <= 48
+    assert (cfg.temperature, cfg.top_p, cfg.top_k) == (1.5, 0.6, 20)
+
+
+def test_shipped_paper_grid_config_parses_without_loading_models() -> None:
+    cfg = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "paper-grid.yaml"))
+    assert cfg.prompter_specs == {"P1": "hf:microsoft/Phi-3.5-mini-instruct", "P2": "hf:Qwen/Qwen2.5-1.5B-Instruct"}
+    assert cfg.target_specs == {"F1": "hf:meta-llama/Llama-3.1-8B-Instruct", "F2": "hf:Qwen/Qwen2.5-7B-Instruct"}
+    assert cfg.reward == "hf:weqweasdas/RM-Gemma-2B"
+    assert list(cfg.dataset_sources) == ["ultrafeedback", "helpsteer", "orca"] and cfg.n == 100
+    assert set(cfg.arm_specs) == {"no_ft", "align_pro_closed_form", "align_pro", "oracle"}
+    (judge,) = [j for j in cfg.judge_specs if j.kind == "openai"]
+    assert (judge.model, judge.base_url) == ("gpt-4o", "https://api.openai.com/v1")
+    assert cfg.judge_api_key_env == "OPENAI_API_KEY"
+    assert (cfg.temperature, cfg.top_p, cfg.top_k) == (1.5, 0.6, 20)
+
+
+def test_paper_grid_preflight_on_local_copies_of_the_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """The paper's config, with its datasets read from the local samples (same columns as the hub copies): every
+    dataset field is found, and the missing checkpoints and key are reported together, before anything runs."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    values = load_yaml(REPO / "configs" / "paper-grid.yaml")
+    values["dataset_options"] = [f"{name}.{opt}" for name in ("ultrafeedback", "helpsteer", "orca") for opt in (
+        f"data_files={DATA / (name + '_sample.jsonl')}", f"cache_dir={tmp_path / 'hf'}",
+        "skip_bad=true")]  # the samples hold a few bad rows
+    values["n"] = 3
+    cfg = build_config(EvaluateConfig, values)
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg)
+    text = str(err.value)
+    assert text.startswith("3 problems in the evaluation config:")  # the key and the two checkpoint arms
+    assert "OPENAI_API_KEY" in text
+    assert ("arm 'align_pro': checkpoint folders 'runs/paper-train/prompter-P1-F1-ultrafeedback/final', "
+            "'runs/paper-train/prompter-P1-F1-helpsteer/final'") in text and "and 8 more" in text
+    assert "arm 'oracle': checkpoint folders 'runs/paper-train/oracle-F1-ultrafeedback/final'" in text
+    assert "dataset '" not in text  # the three datasets loaded, with their fields
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    values["arms"] = ["no_ft", "align_pro_closed_form"]
+    values["judged_arms"] = []
+    plan = preflight(build_config(EvaluateConfig, values))
+    assert len(plan.cells) == 4 * 3 * 3 and {len(p) for p in plan.prompts.values()} == {3}
+    assert any(r.system for r in plan.prompts["orca"])  # Orca's system prompts are kept
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The OpenAI-compatible judge, end to end over HTTP, inside the grid
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_grid_with_openai_judge_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        from tests.test_judges import MALFORMED, RATE_LIMITED, FakeOpenAIServer
+    except ImportError:  # pytest's rootdir-less import mode puts tests/ itself on sys.path
+        from test_judges import MALFORMED, RATE_LIMITED, FakeOpenAIServer
+
+    monkeypatch.setenv("ALIGNPRO_TEST_JUDGE_KEY", "sk-from-env")
+    with FakeOpenAIServer([RATE_LIMITED, None, MALFORMED]) as server:
+        cfg = fake_config(tmp_path, prompters=["fake"], datasets=["builtin:eval"], dataset_options=[], seeds=[0],
+                          judges=["reward", f"openai:judge-model@{server.url}"],
+                          judge_api_key_env="ALIGNPRO_TEST_JUDGE_KEY", judge_backoff_s=0.01, judge_concurrency=1)
+        metrics = run_evaluation(cfg, loader=Counts().loader)
+        n_requests = len(server.requests)
+    assert set(server.auth) == {"Bearer sk-from-env"}
+    assert n_requests == 2 * 5 + 1  # 5 pairs x 2 orders + 1 retry
+    usage = metrics["usage"]["judges"][f"openai:judge-model@{server.url}"]
+    assert usage["retries"] == 1 and usage["rate_limited"] == 1 and usage["malformed"] == 1
+    (wr,) = [w for w in metrics["cells"][0]["win_rates"] if w["judge"].startswith("openai:")]
+    assert wr["n"] == 5 and wr["invalid"] == 1 and wr["judge_independent"] is True
+    table = (Path(cfg.out) / "table.md").read_text()
+    assert f"## Judge `openai:judge-model@{server.url}`" in table
+
+    # a second run is served from the cache: the server is gone and is not needed
+    again = run_evaluation(cfg, loader=Counts().loader)
+    assert again["cells"] == metrics["cells"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The embedded model, end to end (tiny)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.timeout(170)
+def test_tiny_evaluation_on_smollm2_with_the_llm_judge(tmp_path: Path, smollm2_path: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    ckpt = tmp_path / "checkpoint"  # stands in for a trained transformers folder (prompter and oracle)
+    ckpt.symlink_to(smollm2_path, target_is_directory=True)
+    cfg = build_config(EvaluateConfig, {
+        "out": str(tmp_path / "run"), "prompters": ["smollm2"], "targets": ["smollm2"], "reward": "builtin",
+        "datasets": ["builtin:eval"], "n": 2, "seeds": [0],
+        "arms": ["no_ft", "align_pro_closed_form", f"align_pro=hf:{ckpt}", f"oracle=hf:{ckpt}"],
+        "judges": ["reward", "llm:smollm2"], "judged_arms": ["align_pro_closed_form"], "k": 1, "m": 1,
+        "answer_max_new_tokens": 12, "rewrite_max_new_tokens": 24, "llm_judge_max_new_tokens": 3,
+        "progress": False,
+    })
+    metrics = run_evaluation(cfg)
+    for name in OUTPUTS:
+        assert (Path(cfg.out) / name).is_file()
+    (cell,) = metrics["cells"]
+    assert list(cell["arms"]) == ["no_ft", "align_pro_closed_form", "align_pro", "oracle"]
+    assert all(a["n"] == 2 for a in cell["arms"].values())
+    assert {w["judge"] for w in cell["win_rates"]} == {"reward(tie_margin=0.01)", "llm:smollm2"}
+    llm = next(w for w in cell["win_rates"] if w["judge"] == "llm:smollm2")
+    assert llm["n"] == 2 and llm["invalid"] <= 4
+    assert metrics["usage"]["model_loads"]  # models were loaded...
+    again = run_evaluation(cfg)
+    assert again["usage"]["model_loads"] == {}  # ...and not at all the second time
+    assert again["cells"] == metrics["cells"]
