@@ -5,7 +5,10 @@ A rewrite template is a YAML file with keys:
 - ``system``: the system prompt for ρ_sft;
 - ``user``: the user turn, with ``{prompt}`` where the original prompt goes;
 - ``examples``: optional few-shot pairs ``[{prompt: ..., rewrite: ...}]`` shown as earlier turns;
-- ``strip_prefixes``: optional labels the model may put before its rewrite ("Rewritten prompt:").
+- ``strip_prefixes``: optional labels the model may put before its rewrite ("Rewritten prompt:");
+- ``compose``: how x′ is built from the parsed output and x: ``"{rewrite}"`` (default: the output IS x′) or, e.g.,
+  ``"{rewrite} {prompt}"`` (the LM writes a framing and x follows verbatim, so the intent is kept by construction);
+- ``max_chars``: optional cap on the parsed output's length (longer → not a rewrite).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class RewriteTemplate:
     examples: tuple[tuple[str, str], ...] = ()
     strip_prefixes: tuple[str, ...] = ()
     max_chars_ratio: float = 6.0  #: a "rewrite" longer than this × the prompt is an answer, not a prompt
+    compose: str = "{rewrite}"  #: x′ from the parsed output and the original prompt
+    max_chars: int = 0  #: cap on the parsed output's length (0 = only ``max_chars_ratio``)
     source: str = ""
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -53,9 +58,14 @@ class RewriteTemplate:
         text = text.split("\n\n")[0].strip()  # the first paragraph; later ones are commentary or an answer
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
             text = text[1:-1].strip()
-        if not text or len(text) > self.max_chars_ratio * max(len(prompt), 40):
+        if "{prompt}" in self.compose:
+            text = text.split("\n")[0].strip()  # a framing is one line
+            if prompt.strip() and prompt.strip().lower() in text.lower():  # the model repeated x itself
+                text = text[:text.lower().index(prompt.strip().lower())].strip()
+        if not text or len(text) > self.max_chars_ratio * max(len(prompt), 40) or (
+                self.max_chars and len(text) > self.max_chars):
             return prompt, False
-        return text, True
+        return self.compose.format(rewrite=text, prompt=prompt).strip(), True
 
 
 def load_rewrite_template(name_or_path: str = DEFAULT_REWRITE_TEMPLATE) -> RewriteTemplate:
@@ -85,6 +95,10 @@ def load_rewrite_template(name_or_path: str = DEFAULT_REWRITE_TEMPLATE) -> Rewri
         if not isinstance(ex, dict) or not {"prompt", "rewrite"} <= set(ex):
             raise AlignProError(f"rewrite template '{source}': examples[{i}] needs keys 'prompt' and 'rewrite'")
         examples.append((str(ex["prompt"]), str(ex["rewrite"])))
+    compose = str(data.get("compose", "{rewrite}"))
+    if "{rewrite}" not in compose:
+        raise AlignProError(f"rewrite template '{source}': 'compose' must contain '{{rewrite}}'")
     return RewriteTemplate(system=str(data["system"]), user=user, examples=tuple(examples),
+                           compose=compose, max_chars=int(data.get("max_chars", 0)),
                            strip_prefixes=tuple(data.get("strip_prefixes") or ()),
                            max_chars_ratio=float(data.get("max_chars_ratio", 6.0)), source=source)
