@@ -44,7 +44,7 @@ class DemoConfig:
     skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
     max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
     n_prompts: int = setting(0, "use the first N prompts (0 = all; --quick uses 8)")
-    k: int = setting(3, "K: LM rewrites sampled from ρ_sft per prompt")
+    k: int = setting(2, "K: LM rewrites sampled from ρ_sft per prompt")
     m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
     lam: float = setting(0.02, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")

@@ -1,0 +1,182 @@
+"""Settings of ``alignpro train`` (every field is a CLI flag and a YAML key), validated in ``__post_init__``."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from alignpro.backends.base import GenerationConfig
+from alignpro.config import setting
+from alignpro.errors import ConfigError
+from alignpro.train.advantages import Algo
+from alignpro.train.kl import KLControl
+
+
+class Role(enum.Enum):
+    """What is trained: the prompter ρ of eq (9), or the RLHF oracle π of eq (2)."""
+
+    PROMPTER = "prompter"
+    ORACLE = "oracle"
+
+
+#: Settings that may change when a run is resumed (everything else must match the run's config.yaml).
+RESUMABLE_CHANGES = ("steps", "resume", "save_every", "keep_checkpoints", "progress", "num_threads",
+                     "debug_param_checksum", "device", "generation_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """Train the prompter ρ (eq 9) or the RLHF oracle (eq 2) with PPO, RLOO or GRPO."""
+
+    # ---- run
+    role: Role = setting(Role.PROMPTER, "prompter: train ρ (init ρ_sft) on the reward of π_F's answer to its "
+                                        "rewrite (eq 9); oracle: RLHF-train a copy of π_F itself (eq 2)")
+    algo: Algo = setting(Algo.PPO, "ppo: value head + GAE + clipped surrogate (the paper's); rloo, grpo: "
+                                   "critic-free, opt-in")
+    steps: int = setting(100, "training steps; each = one rollout batch, then `epochs` passes of updates on it")
+    out: str = setting("runs/train", "run folder: config.yaml, metrics.jsonl, samples.jsonl, checkpoints/, final/")
+    resume: str | None = setting(None, "continue the run in this folder from its last complete checkpoint "
+                                       "(its config.yaml is reused; --steps may be raised)")
+    seed: int = setting(0, "seed of the data order and of every sampling stage")
+
+    # ---- models
+    prompter: str = setting("smollm2", "ρ_sft model spec (prompter role): the policy's initial weights and the "
+                                       "KL reference; smollm2 | hf:<id or path>")
+    target: str = setting("smollm2", "π_F spec: answers the rewrites (prompter role, any Target backend) or is "
+                                     "the policy's init and KL reference (oracle role, a causal LM)")
+    reward: str = setting("builtin", "reward r(x, y) spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+    template: str = setting("rewrite-default", "rewrite template of the prompter (builtin name or YAML file)")
+
+    # ---- data
+    prompts: str = setting("builtin:train", "training prompts: builtin:train | file.jsonl | file.csv | hf:<id>")
+    n_prompts: int = setting(0, "use the first N prompts (0 = all)")
+    batch_size: int = setting(8, "prompts per step on each process (rollouts per process = batch_size × k)")
+    k: int = setting(0, "samples per prompt (0 = 1 for ppo, 4 for rloo/grpo); rloo and grpo need >= 2")
+    m: int = setting(1, "M: answers of π_F per rewrite, averaged into the rewrite's reward (prompter role)")
+
+    # ---- the policy's sampling (rollouts)
+    max_new_tokens: int = setting(0, "max tokens of a sampled response (0 = 48 for a rewrite, 64 for an answer)")
+    temperature: float = setting(1.0, "rollout temperature; log-probs use the same one (TRL's example: 1.0)")
+    top_p: float = setting(1.0, "rollout nucleus top_p (1 = off; < 1 makes the rollouts slightly off-policy)")
+    top_k: int = setting(0, "rollout top_k (0 = off; > 0 makes the rollouts slightly off-policy)")
+
+    # ---- π_F's answers (prompter role)
+    answer_max_new_tokens: int = setting(64, "max tokens of π_F's answers to the rewrites")
+    answer_temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
+    answer_top_p: float = setting(0.6, "π_F's top_p (paper: 0.6)")
+    answer_top_k: int = setting(20, "π_F's top_k (paper: 20)")
+
+    # ---- optimisation
+    lr: float = setting(1.41e-5, "AdamW learning rate (paper: 1.41e-5, TRL's gpt2-sentiment); short CPU runs "
+                                 "need more, see docs/training.md")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (0 = off)")
+    schedule: Literal["constant", "linear"] = setting("constant", "learning-rate schedule after warmup")
+    warmup_steps: int = setting(0, "linear warmup steps")
+    epochs: int = setting(4, "passes over each rollout batch (paper/TRL: 4; 1 = plain REINFORCE for rloo)")
+    num_minibatches: int = setting(1, "minibatches per pass, one optimizer step each; must divide the rollouts")
+    cliprange: float = setting(0.2, "ε of the clipped surrogate")
+    cliprange_value: float = setting(0.2, "ε of the clipped value loss (ppo)")
+    vf_coef: float = setting(0.1, "weight of the value loss (ppo; TRL: 0.1)")
+    gamma: float = setting(1.0, "γ discount of GAE (ppo)")
+    gae_lambda: float = setting(0.95, "λ of GAE (ppo); not the KL weight")
+    whiten_advantages: bool = setting(True, "normalise PPO's advantages per batch (TRL)")
+
+    # ---- KL to the reference
+    kl_coef: float = setting(0.2, "initial KL weight: λ of eq (9) (prompter) or β of eq (2) (oracle); "
+                                  "inf = no update (reproduces the reference), 0 = pure reward maximisation")
+    kl_control: KLControl = setting(KLControl.ADAPTIVE, "adaptive: TRL's controller steering the KL to kl_target; "
+                                                        "fixed: kl_coef throughout")
+    kl_target: float = setting(6.0, "target KL in nats per response (adaptive control)")
+    kl_horizon: float = setting(10000.0, "horizon of the adaptive controller, in rollouts")
+
+    # ---- LoRA (for 1B+ prompters)
+    lora: bool = setting(False, "train a LoRA adapter instead of all weights; the reference is the adapter "
+                                "disabled (no second copy)")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha")
+    lora_target_modules: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
+    gradient_checkpointing: bool = setting(False, "trade compute for memory in the update (large models)")
+
+    # ---- runtime
+    save_every: int = setting(10, "write a checkpoint every N steps (and at the last step)")
+    keep_checkpoints: int = setting(2, "keep only the newest N checkpoints")
+    device: str = setting("auto", "auto (accelerate's choice: GPU when there is one) | cpu")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
+        "auto", "mixed precision (GPUs; bf16 is very slow on CPU); auto = the accelerate launcher's, else no")
+    num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
+    generation_batch_size: int = setting(32, "batch size of π_F's answer generation")
+    progress: bool = setting(True, "show a progress bar")
+    debug_param_checksum: bool = setting(False, "at the end, each process writes a checksum of its parameters "
+                                                "to RUN/debug/ (checks data-parallel sync)")
+
+    def __post_init__(self) -> None:
+        if self.resume:
+            self.out = self.resume
+        if self.k == 0:
+            self.k = 1 if self.algo is Algo.PPO else 4
+        if self.max_new_tokens == 0:
+            self.max_new_tokens = 48 if self.role is Role.PROMPTER else 64
+        for name in ("steps", "batch_size", "k", "m", "max_new_tokens", "answer_max_new_tokens", "epochs",
+                     "num_minibatches", "save_every", "keep_checkpoints", "generation_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
+        for name in ("n_prompts", "warmup_steps", "num_threads", "weight_decay", "max_grad_norm", "vf_coef",
+                     "top_k", "answer_top_k"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"setting '{name}' must be >= 0, got {getattr(self, name)}")
+        if not self.algo.uses_critic and self.k < 2:
+            raise ConfigError(f"setting 'k' must be >= 2 for algo '{self.algo.value}' (its baseline is the other "
+                              f"samples of the same prompt), got {self.k}")
+        if (self.batch_size * self.k) % self.num_minibatches:
+            raise ConfigError(f"setting 'num_minibatches' ({self.num_minibatches}) must divide the rollouts per "
+                              f"process, batch_size × k = {self.batch_size * self.k}")
+        if self.kl_coef < 0 or math.isnan(self.kl_coef):
+            raise ConfigError(f"setting 'kl_coef' must be >= 0 (inf = no update), got {self.kl_coef}")
+        if self.kl_target <= 0 or self.kl_horizon <= 0:
+            raise ConfigError("settings 'kl_target' and 'kl_horizon' must be > 0, got "
+                              f"{self.kl_target} and {self.kl_horizon}")
+        if not self.lr > 0:
+            raise ConfigError(f"setting 'lr' must be > 0, got {self.lr}")
+        for name in ("cliprange", "cliprange_value", "gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= (1 if name in ("gamma", "gae_lambda") else 10):
+                raise ConfigError(f"setting '{name}' is out of range: {getattr(self, name)}")
+        for name in ("temperature", "answer_temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"setting '{name}' must be > 0, got {getattr(self, name)}")
+        for name in ("top_p", "answer_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"setting '{name}' must be in (0, 1], got {getattr(self, name)}")
+        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1):
+            raise ConfigError(f"settings 'lora_r' and 'lora_alpha' must be >= 1, got {self.lora_r}, {self.lora_alpha}")
+        if self.device not in ("auto", "cpu"):
+            raise ConfigError(f"setting 'device' must be 'auto' or 'cpu', got {self.device!r} (choose GPUs with "
+                              "accelerate launch / CUDA_VISIBLE_DEVICES)")
+        spec_name = "prompter" if self.role is Role.PROMPTER else "target"
+        if self.policy_spec.strip() == "fake":
+            raise ConfigError(f"setting '{spec_name}' must be a causal LM for role '{self.role.value}' (it is the "
+                              "policy trained and its reference): smollm2 | hf:<id or path>, not 'fake'")
+        if not self.out:
+            raise ConfigError("setting 'out' (the run folder) must not be empty")
+
+    @property
+    def frozen(self) -> bool:
+        """kl_coef = inf: the optimum of eq (9)/(2) is the reference itself, so no update is made."""
+        return math.isinf(self.kl_coef)
+
+    @property
+    def rollout_gen(self) -> GenerationConfig:
+        return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=self.top_p, top_k=self.top_k)
+
+    @property
+    def answer_gen(self) -> GenerationConfig:
+        return GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.answer_temperature,
+                                top_p=self.answer_top_p, top_k=self.answer_top_k)
+
+    @property
+    def policy_spec(self) -> str:
+        """The model the policy starts from (and the reference is)."""
+        return self.prompter if self.role is Role.PROMPTER else self.target

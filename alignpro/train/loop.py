@@ -1,0 +1,373 @@
+"""The one training loop, for both roles and all three algorithms. Read it top to bottom:
+
+    setup → for each step: 1 rollout → 2 reward → 3 log-probs, values → 4 KL and advantages → 5 clipped update
+          → 6 KL controller → 7 log → 8 checkpoint → export RUN/final
+
+Notation: the policy π_θ is the prompter ρ (role ``prompter``, eq 9) or a trainable copy of π_F (role ``oracle``,
+eq 2); π_ref is its frozen initial weights (ρ_sft or π_F); kl_coef is λ (eq 9) or β (eq 2). B = rollouts on this
+process (prompts × K), T = response tokens, Q = query tokens.
+
+Data parallel: every process samples its own shard of the step's prompts; ``accelerate`` all-reduces the
+gradients, so all processes hold identical weights; process 0 writes the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from alignpro.config import config_to_dict
+from alignpro.errors import AlignProError
+from alignpro.train.checkpoint import (append_jsonl, atomic_write_text, begin_checkpoint, finish_checkpoint,
+                                       latest_checkpoint, prune_checkpoints, rng_state, set_rng_state,
+                                       torch_save, truncate_jsonl)
+from alignpro.train.config import Role, TrainConfig
+from alignpro.train.kl import k1, k3, make_kl_controller
+from alignpro.train.losses import (clipped_policy_loss, clipped_value_loss, entropy_from_logits,
+                                   logprobs_from_logits, masked_mean)
+from alignpro.train.policy import (PolicyWithValueHead, Reference, apply_lora, disable_dropout, eos_token_ids,
+                                   export_final, param_checksum, sample_responses)
+
+METRICS, SAMPLES, CONFIG = "metrics.jsonl", "samples.jsonl", "config.yaml"
+
+
+@dataclass
+class RolloutBatch:
+    """One step's rollouts on this process, with everything the update needs."""
+
+    query_ids: Tensor  # (B, Q) left-padded query tokens: the rewrite request for x, or x itself
+    query_mask: Tensor  # (B, Q) 1 on real query tokens
+    response_ids: Tensor  # (B, T) sampled a_t, right-padded after the EOS
+    response_mask: Tensor  # (B, T) 1 on a_t up to and including the EOS
+    logprobs: Tensor  # (B, T) log π_θold(a_t|s_t)
+    ref_logprobs: Tensor  # (B, T) log π_ref(a_t|s_t)
+    values: Tensor | None  # (B, T) V(s_t) of the value head (ppo)
+    scores: Tensor  # (B,) r(x, y) (prompter: mean over the M answers to x′)
+    rewards: Tensor  # (B, T) the per-token reward the estimator used (KL-shaped for ppo)
+    advantages: Tensor  # (B, T) Â_t
+    returns: Tensor | None  # (B, T) value targets Â_t + V(s_t) (ppo)
+
+    @property
+    def input_ids(self) -> Tensor:
+        return torch.cat([self.query_ids, self.response_ids], dim=1)  # (B, Q+T)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return torch.cat([self.query_mask, self.response_mask], dim=1)  # (B, Q+T)
+
+    def select(self, idx: Tensor) -> "RolloutBatch":
+        """The rollouts ``idx`` (a minibatch)."""
+        return replace(self, **{f.name: getattr(self, f.name)[idx] for f in fields(self)
+                                if getattr(self, f.name) is not None})
+
+
+@dataclass
+class TrainResult:
+    run: Path  #: the run folder
+    final: Path  #: RUN/final, a transformers folder (load it as hf:RUN/final)
+    rows: list[dict[str, Any]]  #: the metrics rows written by this invocation
+    policy: PolicyWithValueHead  #: the trained policy (unwrapped)
+    reference: Reference  #: the frozen reference
+
+
+def batch_indices(step: int, n: int, global_batch: int, seed: int) -> list[int]:
+    """Prompt indices of ``step`` (1-based): the next ``global_batch`` items of a stream of seeded permutations of
+    range(n), one per epoch. A pure function of the step, so a resumed run sees the same data."""
+    start, stop = (step - 1) * global_batch, step * global_batch
+    out = []
+    for epoch in range(start // n, (stop - 1) // n + 1):
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        lo, hi = max(start, epoch * n) - epoch * n, min(stop, (epoch + 1) * n) - epoch * n
+        out.extend(perm[lo:hi].tolist())
+    return out
+
+
+def step_seed(seed: int, step: int, rank: int, stage: int) -> int:
+    """A distinct seed per (run seed, step, process, sampling stage)."""
+    return (seed * 1_000_003 + step * 10_007 + rank * 101 + stage) % (2**31 - 1)
+
+
+def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
+    """Run (or resume) the training described by ``cfg``; ``target``/``reward`` override the specs (tests)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, broadcast_object_list
+    from tqdm.auto import tqdm
+
+    from alignpro.data import load_prompts
+    from alignpro.specs import load_causal_lm, make_reward, make_target
+    from alignpro.templates import load_rewrite_template
+    from alignpro.train.roles import OracleRole, PrompterRole
+
+    # ================================================================================== setup: run folder
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    accelerator = Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available(),
+                              mixed_precision=None if cfg.mixed_precision == "auto" else cfg.mixed_precision)
+    is_main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    run = Path(cfg.out)
+    resume_from = latest_checkpoint(run) if cfg.resume else None
+    if cfg.resume and not (run / CONFIG).is_file():
+        raise AlignProError(f"--resume {run}: no run there (no {CONFIG}); start one with --out {run}")
+    if not cfg.resume and (run / METRICS).is_file() and (run / METRICS).stat().st_size:
+        raise AlignProError(f"run folder '{run}' already holds a run; pass --resume {run} to continue it, "
+                            "or choose another --out")
+    start_step = resume_from[0] if resume_from else 0
+    if is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / CONFIG, yaml.safe_dump({**config_to_dict(cfg), "resume": None}, sort_keys=False))
+        for log in (METRICS, SAMPLES):
+            if cfg.resume:  # forget the rows after the checkpoint: those steps are re-run
+                truncate_jsonl(run / log, start_step)
+            else:
+                (run / log).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    torch.manual_seed(cfg.seed)
+
+    # ================================================================================== setup: data, models
+    records = load_prompts(cfg.prompts).records
+    records = records[:cfg.n_prompts] if cfg.n_prompts else records
+    device = accelerator.device
+    base = load_causal_lm(cfg.policy_spec, trainable=True, device=str(device))
+    tokenizer, chat_prompt = base.tokenizer, base.chat_prompt
+    lm = base.model
+    if cfg.lora:
+        lm = apply_lora(lm, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules)
+        reference = Reference(None)  # π_ref = the same weights with the adapter disabled
+    else:
+        reference = Reference(load_causal_lm(cfg.policy_spec, device=str(device)).model)  # a frozen copy
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable()
+        if cfg.lora:
+            lm.enable_input_require_grads()
+    policy = PolicyWithValueHead(lm, value_head=cfg.algo.uses_critic)
+    disable_dropout(policy)  # rollout and update log-probs come from the same deterministic function
+    eos_ids, pad_id = eos_token_ids(tokenizer, lm), tokenizer.pad_token_id
+    reward = reward or make_reward(cfg.reward)
+    if cfg.role is Role.PROMPTER:
+        target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.generation_batch_size)
+        role = PrompterRole(chat_prompt, load_rewrite_template(cfg.template), target, reward, cfg.m)
+    else:
+        role = OracleRole(chat_prompt, reward)
+
+    # ================================================================ setup: optimizer, schedule, KL controller
+    lm_params = [p for p in policy.lm.parameters() if p.requires_grad]
+    groups = [{"params": lm_params, "name": "policy"}]
+    if policy.value_head is not None:
+        groups.append({"params": list(policy.value_head.parameters()), "name": "value_head"})
+    try:  # the fused kernel is ~4x faster on CPU and on GPU
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_factor(s: int) -> float:
+        if s < cfg.warmup_steps:
+            return (s + 1) / cfg.warmup_steps
+        if cfg.schedule == "linear":
+            return max(0.0, (cfg.steps - s) / max(1, cfg.steps - cfg.warmup_steps))
+        return 1.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    kl_ctl = make_kl_controller(cfg.kl_control, cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+    state = {"step": 0, "elapsed_seconds": 0.0, "data_position": 0}
+    if resume_from:
+        ckpt = resume_from[1]
+        if not deepspeed:
+            load_trainable_state(policy, torch.load(ckpt / "policy.pt", map_location=device))
+            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt"))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        kl_ctl.load_state_dict(state["kl_controller"])
+        rng_file = ckpt / f"rng-rank{rank}.pt"
+        set_rng_state(torch.load(rng_file if rng_file.exists() else ckpt / "rng-rank0.pt", weights_only=False))
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    if resume_from and deepspeed:
+        accelerator.load_state(str(resume_from[1] / "accelerate_state"))
+    unwrapped: PolicyWithValueHead = accelerator.unwrap_model(policy)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    accelerator.print(f"alignpro train: role={cfg.role.value} algo={cfg.algo.value} on {len(records)} prompts "
+                      f"from {cfg.prompts}; {world} process(es) × {cfg.batch_size} prompts × K={cfg.k}; "
+                      f"{'resuming after step ' + str(start_step) if resume_from else 'new run'} in {run}")
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.role.value}/{cfg.algo.value}", unit="step",
+               disable=not (is_main and cfg.progress), dynamic_ncols=True)
+    for step in range(start_step + 1, cfg.steps + 1):
+        t_step = time.perf_counter()
+        kl_coef = kl_ctl.value  # the coefficient this step's rewards/loss use
+
+        # ========================================================================== 1. rollout: sample y ~ π_θ
+        shard = batch_indices(step, len(records), cfg.batch_size * world, cfg.seed)
+        shard = shard[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+        batch_records = [records[i] for i in shard for _ in range(cfg.k)]  # (B,) each prompt's K samples adjacent
+        enc = tokenizer(role.queries(batch_records), return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(device)
+        unwrapped.eval()
+        torch.manual_seed(step_seed(cfg.seed, step, rank, 0))
+        response_ids, response_mask = sample_responses(unwrapped.lm, enc["input_ids"], enc["attention_mask"],
+                                                       cfg.rollout_gen, eos_ids, pad_id)  # (B, T), (B, T)
+        T = response_ids.shape[1]
+        texts = [tokenizer.decode(ids[m.bool()], skip_special_tokens=True).strip()
+                 for ids, m in zip(response_ids, response_mask)]
+        t_rollout = time.perf_counter()
+
+        # ========================================================= 2. reward: r(x, y) against the original x
+        scored = role.score(batch_records, texts, seed=step_seed(cfg.seed, step, rank, 1))
+        scores = torch.tensor(scored.scores, dtype=torch.float32, device=device)  # (B,)
+        t_reward = time.perf_counter()
+
+        # =============================================== 3. log-probs (policy, reference) and values, no grad
+        input_ids = torch.cat([enc["input_ids"], response_ids], dim=1)  # (B, Q+T)
+        attention_mask = torch.cat([enc["attention_mask"], response_mask], dim=1)  # (B, Q+T)
+        mask = response_mask.float()  # (B, T)
+        with torch.no_grad(), accelerator.autocast():
+            logits, values = unwrapped(input_ids, attention_mask, T)  # (B, T, V), (B, T) | None
+            logprobs = logprobs_from_logits(logits, response_ids, cfg.temperature)  # (B, T) log π_θold
+            entropy = masked_mean(entropy_from_logits(logits, cfg.temperature), mask)
+            del logits
+            ref_logprobs = logprobs_from_logits(reference.logits(unwrapped, input_ids, attention_mask, T),
+                                                response_ids, cfg.temperature)  # (B, T) log π_ref
+        values = values.float() * mask if values is not None else None
+
+        # ============================================================ 4. KL to the reference and advantages
+        kl = k1(logprobs, ref_logprobs) * mask  # (B, T) per-token k1
+        seq_kl, seq_k3 = kl.sum(1), (k3(logprobs, ref_logprobs) * mask).sum(1)  # (B,) KL(π_θ‖π_ref) estimates
+        if cfg.frozen:  # λ = ∞: the optimum is π_ref itself; nothing to estimate or update
+            est_rewards, advantages, returns = torch.zeros_like(kl), torch.zeros_like(kl), None
+        else:
+            est = cfg.algo.estimate(scores, kl, mask, values, kl_coef=kl_coef, group_size=cfg.k, gamma=cfg.gamma,
+                                    lam=cfg.gae_lambda, whiten=cfg.whiten_advantages)
+            est_rewards, advantages, returns = est.rewards, est.advantages, est.returns
+        batch = RolloutBatch(enc["input_ids"], enc["attention_mask"], response_ids, response_mask, logprobs,
+                             ref_logprobs, values, scores, est_rewards, advantages, returns)
+
+        # ================================================= 5. update: `epochs` passes of clipped minibatch steps
+        upd: dict[str, list[float]] = {}
+        if not cfg.frozen:
+            policy.train()  # dropout is off; train mode only lets gradient checkpointing work
+            shuffle = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank, 2))
+            B = len(batch_records)
+            for _epoch in range(cfg.epochs):
+                for idx in torch.randperm(B, generator=shuffle).chunk(cfg.num_minibatches):
+                    mb = batch.select(idx.to(device))
+                    mb_mask = mb.response_mask.float()
+                    with accelerator.autocast():
+                        logits, new_values = policy(mb.input_ids, mb.attention_mask, T)
+                    new_logp = logprobs_from_logits(logits, mb.response_ids, cfg.temperature)  # (b, T)
+                    del logits
+                    pg_loss, clip_frac, approx_kl = clipped_policy_loss(new_logp, mb.logprobs, mb.advantages,
+                                                                        mb_mask, cfg.cliprange)
+                    loss = pg_loss
+                    stats = {"policy_loss": pg_loss.item(), "clip_frac": clip_frac.item(),
+                             "approx_kl": approx_kl.item()}
+                    if cfg.algo.uses_critic:
+                        vf_loss, vf_clip = clipped_value_loss(new_values.float(), mb.values, mb.returns, mb_mask,
+                                                              cfg.cliprange_value)
+                        loss = loss + cfg.vf_coef * vf_loss
+                        stats.update(value_loss=vf_loss.item(), value_clip_frac=vf_clip.item())
+                    if cfg.algo.kl_in_loss:  # GRPO: β·k3 as a loss term
+                        kl_loss = masked_mean(k3(new_logp, mb.ref_logprobs), mb_mask)
+                        loss = loss + kl_coef * kl_loss
+                        stats["kl_loss"] = kl_loss.item()
+                    accelerator.backward(loss)
+                    if cfg.max_grad_norm and not deepspeed:
+                        stats["grad_norm"] = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    for key, v in stats.items():
+                        upd.setdefault(key, []).append(v)
+            scheduler.step()
+        t_update = time.perf_counter()
+
+        # ================================================ 6. adapt the KL coefficient to the measured KL
+        all_scores = accelerator.gather(scores)  # (B·world,)
+        all_kl, all_k3 = accelerator.gather(seq_kl), accelerator.gather(seq_k3)
+        all_len = accelerator.gather(response_mask.sum(1).float())
+        kl_ctl.update(float(all_kl.mean()), n_steps=len(all_kl))
+
+        # ============================================================================== 7. log (process 0)
+        seconds = time.perf_counter() - t_step
+        state = {"step": step, "elapsed_seconds": state["elapsed_seconds"] + seconds,
+                 "data_position": step * cfg.batch_size * world, "kl_controller": kl_ctl.state_dict()}
+        local = {k: float(np.mean(v)) for k, v in upd.items()}
+        local.update(entropy=float(entropy), **scored.stats)
+        means = {k: float(v) for k, v in zip(local, accelerator.reduce(
+            torch.tensor(list(local.values()), dtype=torch.float64, device=device), "mean").tolist())}
+        n = len(all_scores)
+        row = {"step": step,
+               "reward_mean": float(all_scores.mean()),
+               "reward_std": float(all_scores.std()) if n > 1 else 0.0,
+               "reward_stderr": float(all_scores.std() / math.sqrt(n)) if n > 1 else 0.0,
+               "reward_n": n,
+               "kl": float(all_kl.mean()), "kl_k3": float(all_k3.mean()), "kl_coef": kl_coef,
+               **means,
+               "response_tokens": float(all_len.mean()),
+               "lr": scheduler.get_last_lr()[0],
+               "tokens_per_s": float(all_len.sum()) / seconds,
+               "rollout_seconds": t_rollout - t_step, "reward_seconds": t_reward - t_rollout,
+               "update_seconds": t_update - t_reward, "seconds": seconds,
+               "elapsed_seconds": state["elapsed_seconds"]}
+        if is_main:
+            append_jsonl(run / METRICS, row)
+            append_jsonl(run / SAMPLES, {"step": step, "prompt": batch_records[0].text, "response": texts[0],
+                                         "shown_to_target": scored.shown[0], "answer": scored.answers[0],
+                                         "reward": float(scored.scores[0])})
+        rows.append(row)
+        bar.update(1)
+        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.2f}", refresh=False)
+
+        # ======================================================================== 8. checkpoint (atomic)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            tmp = Path(broadcast_object_list([str(begin_checkpoint(run, step)) if is_main else ""])[0])
+            torch_save(rng_state(), tmp / f"rng-rank{rank}.pt")
+            if deepspeed:
+                accelerator.save_state(str(tmp / "accelerate_state"))
+            if is_main:
+                if not deepspeed:
+                    torch_save(trainable_state(unwrapped), tmp / "policy.pt")
+                    torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+                torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+                (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            accelerator.wait_for_everyone()
+            if is_main:
+                finish_checkpoint(tmp, run, step)
+                prune_checkpoints(run, cfg.keep_checkpoints)
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    # ================================================================= export: RUN/final as a model folder
+    if is_main:
+        info = {"role": cfg.role.value, "algo": cfg.algo.value, "base_spec": cfg.policy_spec, "lora": cfg.lora,
+                "template": cfg.template if cfg.role is Role.PROMPTER else None, "steps": cfg.steps,
+                "run": str(run)}
+        export_final(unwrapped, tokenizer, run, info)
+        accelerator.print(f"alignpro train: wrote {run / 'final'} (load it as the {cfg.role.value} spec "
+                          f"'hf:{run / 'final'}')")
+    if cfg.debug_param_checksum:
+        (run / "debug").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / "debug" / f"params-rank{rank}.json",
+                          json.dumps({"rank": rank, "world": world, "step": cfg.steps, **param_checksum(unwrapped)}))
+    accelerator.wait_for_everyone()
+    return TrainResult(run, run / "final", rows, unwrapped, reference)
+
+
+def trainable_state(policy: torch.nn.Module) -> dict[str, Tensor]:
+    """The trained tensors only: all weights + value head (full fine-tuning), or the adapter + value head (LoRA)."""
+    return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(policy: torch.nn.Module, state: dict[str, Tensor]) -> None:
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    lost = sorted(trainable - set(state))
+    if unexpected or lost:
+        raise AlignProError(f"checkpoint does not match the model: unexpected {unexpected[:5]}, missing {lost[:5]}")

@@ -1,0 +1,214 @@
+"""The trainable policy (an HF causal LM, fully or through LoRA) with its value head, its frozen reference,
+batched sampling of responses, and the export of the trained weights as a loadable model folder.
+
+Shapes: B rollouts, Q query tokens (left-padded), T response tokens (right-padded), V vocabulary, H hidden size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from alignpro.backends.base import GenerationConfig
+from alignpro.errors import AlignProError
+
+#: written next to the weights of ``RUN/final`` and ``RUN/final-adapter``: how they were trained.
+TRAIN_INFO = "alignpro-train.json"
+
+
+def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n_response: int,
+                     hidden: bool = False) -> tuple[Tensor, Tensor | None]:
+    """One forward pass over query+response (B, Q+T): the logits that predict the T response tokens (B, T, V)
+    and, if asked, the last hidden state at those positions (B, T, H)."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, Q+T), left padding aware
+    out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+             output_hidden_states=hidden, logits_to_keep=n_response + 1)
+    logits = out.logits[:, -(n_response + 1):-1]  # (B, T, V): position t predicts response token t
+    h = out.hidden_states[-1][:, -(n_response + 1):-1] if hidden else None  # (B, T, H)
+    return logits, h
+
+
+class PolicyWithValueHead(nn.Module):
+    """The policy LM plus, for PPO, a linear value head V(s_t) on its last hidden state (TRL's layout)."""
+
+    def __init__(self, lm: nn.Module, value_head: bool) -> None:
+        super().__init__()
+        self.lm = lm
+        hidden = lm.config.get_text_config().hidden_size if hasattr(lm.config, "get_text_config") \
+            else lm.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1) if value_head else None
+        if self.value_head is not None:
+            self.value_head.to(next(lm.parameters()).device)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, n_response: int) -> tuple[Tensor, Tensor | None]:
+        """Logits predicting the last ``n_response`` tokens (B, T, V) and the values of those states (B, T)."""
+        logits, hidden = response_forward(self.lm, input_ids, attention_mask, n_response,
+                                          hidden=self.value_head is not None)
+        values = None
+        if self.value_head is not None:
+            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)  # (B, T)
+        return logits, values
+
+
+def disable_dropout(module: nn.Module) -> None:
+    """Set every dropout probability to 0 (as TRL does for PPO): the log-probs of the rollout and of the update
+    then come from the same deterministic function, in train mode (needed by gradient checkpointing) too."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+
+
+def apply_lora(lm: nn.Module, r: int, alpha: int, target_modules: list[str]) -> nn.Module:
+    """Wrap ``lm`` with a fresh LoRA adapter (only the adapter is trainable; no LoRA dropout)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules),
+                     task_type="CAUSAL_LM", bias="none")
+    try:
+        return get_peft_model(lm, cfg)
+    except ValueError as exc:
+        raise AlignProError(f"setting 'lora_target_modules' {target_modules} does not fit this model: {exc}") from None
+
+
+class Reference:
+    """log π_ref of the sampled tokens: a frozen copy of the initial model, or the policy with LoRA disabled."""
+
+    def __init__(self, frozen_lm: nn.Module | None) -> None:
+        self.frozen_lm = frozen_lm  # None = LoRA: the reference is the base model under the adapter
+
+    @torch.no_grad()
+    def logits(self, policy: PolicyWithValueHead, input_ids: Tensor, attention_mask: Tensor,
+               n_response: int) -> Tensor:
+        """(B, T, V) reference logits predicting the response tokens."""
+        if self.frozen_lm is None:
+            with policy.lm.disable_adapter():
+                return response_forward(policy.lm, input_ids, attention_mask, n_response)[0]
+        return response_forward(self.frozen_lm, input_ids, attention_mask, n_response)[0]
+
+
+@torch.no_grad()
+def sample_responses(lm: nn.Module, query_ids: Tensor, query_mask: Tensor, gen: GenerationConfig,
+                     eos_ids: set[int], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Sample one response per query: response ids (B, T) right-padded with ``pad_id`` after the first EOS,
+    and its mask (B, T), 1 up to and including that EOS (a response cut at max_new_tokens has none).
+
+    The model's own generation_config may carry sampling defaults (repetition penalty, typical_p, ...) that would
+    make the samples off-policy; they are neutralised here, only ``gen`` shapes the distribution."""
+    out = lm.generate(input_ids=query_ids, attention_mask=query_mask, max_new_tokens=gen.max_new_tokens,
+                      do_sample=True, temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
+                      repetition_penalty=1.0, no_repeat_ngram_size=0, typical_p=1.0, epsilon_cutoff=0.0,
+                      eta_cutoff=0.0, pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
+    response = out[:, query_ids.shape[1]:]  # (B, T)
+    T = response.shape[1]
+    is_eos = torch.isin(response, torch.tensor(sorted(eos_ids), device=response.device))  # (B, T)
+    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], T, dtype=torch.long))
+    mask = torch.arange(T, device=response.device).unsqueeze(0) <= first_eos.unsqueeze(1)  # (B, T)
+    return torch.where(mask, response, torch.full_like(response, pad_id)), mask.long()
+
+
+def eos_token_ids(tokenizer: Any, model: nn.Module) -> set[int]:
+    """Every token that ends a response: the tokenizer's EOS and the generation config's."""
+    ids = {tokenizer.eos_token_id}
+    gc_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update([gc_eos] if isinstance(gc_eos, int) else (gc_eos or []))
+    return {i for i in ids if i is not None}
+
+
+def param_checksum(module: nn.Module) -> dict[str, Any]:
+    """sha256 of every parameter's bytes (in name order) and their float64 sum: equal iff bitwise identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    total = 0.0
+    for name, p in sorted(module.named_parameters()):
+        t = p.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+        total += float(t.double().sum())
+    return {"sha256": h.hexdigest(), "sum": total}
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def export_final(policy: PolicyWithValueHead, tokenizer: Any, run: Path, info: dict[str, Any]) -> Path:
+    """Write ``RUN/final``: a plain transformers folder (LoRA merged in) + tokenizer, so ``hf:RUN/final`` loads it
+    as a prompter or target. With LoRA, the adapter alone also goes to ``RUN/final-adapter`` (see load_adapter)."""
+    run = Path(run)
+    lm = policy.lm
+    if hasattr(lm, "peft_config"):
+        _atomic_dir(run / "final-adapter", lambda d: (lm.save_pretrained(d), tokenizer.save_pretrained(d),
+                                                      (d / TRAIN_INFO).write_text(json.dumps(info, indent=2))))
+        lm = _merged_copy(lm)
+
+    def write(d: Path) -> None:
+        lm.save_pretrained(d, safe_serialization=True)
+        tokenizer.save_pretrained(d)
+        (d / TRAIN_INFO).write_text(json.dumps(info, indent=2))
+
+    return _atomic_dir(run / "final", write)
+
+
+def _merged_copy(peft_lm: nn.Module) -> nn.Module:
+    """A plain model with the LoRA weights merged in, leaving ``peft_lm`` untouched."""
+    import copy
+
+    return copy.deepcopy(peft_lm).merge_and_unload()
+
+
+def _atomic_dir(final: Path, write) -> Path:
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_adapter(adapter_dir: str | Path, *, trainable: bool = False, device: str | None = None):
+    """An :class:`HFCausalLM` = the base model named in ``alignpro-train.json`` + the LoRA adapter in
+    ``adapter_dir`` (an ``RUN/final-adapter`` folder), merged, ready for HFPrompter/HFTarget."""
+    from peft import PeftModel
+
+    from alignpro.specs import load_causal_lm
+
+    adapter_dir = Path(adapter_dir)
+    info_file = adapter_dir / TRAIN_INFO
+    if not (adapter_dir / "adapter_config.json").is_file() or not info_file.is_file():
+        raise AlignProError(f"'{adapter_dir}' is not a LoRA adapter folder written by alignpro train "
+                            f"(needs adapter_config.json and {TRAIN_INFO})")
+    base_spec = json.loads(info_file.read_text())["base_spec"]
+    lm = load_causal_lm(base_spec, trainable=True, device=device)
+    lm.model = PeftModel.from_pretrained(lm.model, str(adapter_dir)).merge_and_unload()
+    if not trainable:
+        lm.model.eval().requires_grad_(False)
+    return lm
+
+
+def trained_model_info(path: str | Path) -> dict[str, Any]:
+    """What ``alignpro train`` recorded about a trained model, given ``RUN``, ``RUN/final`` or ``RUN/final-adapter``:
+    its ``alignpro-train.json`` (role, algo, base_spec, template, steps, lora) plus ``spec``, the model spec that
+    loads it (``hf:RUN/final``, for ``make_prompter(spec, info["template"])`` or ``make_target(spec)``)."""
+    path = Path(path)
+    folder = path / "final" if (path / "final" / TRAIN_INFO).is_file() else path
+    if not (folder / TRAIN_INFO).is_file():
+        raise AlignProError(f"'{path}' holds no model trained by alignpro train (no {TRAIN_INFO}); train one with "
+                            f"'alignpro train --out {path}'")
+    info = json.loads((folder / TRAIN_INFO).read_text())
+    final = folder.parent / "final" if folder.name == "final-adapter" else folder
+    return {**info, "spec": f"hf:{final}"}

@@ -1,0 +1,64 @@
+"""The two roles one loop trains: what a query is, and how a sampled response is rewarded.
+
+- :class:`PrompterRole` (Align-Pro, eq 9): the query is the rewrite request for x (the template's chat turns);
+  the response is the raw rewrite; x′ is parsed from it, π_F answers x′ M times through the :class:`Target`
+  protocol (so API targets plug in), and the reward is the mean of r(x, y) against the ORIGINAL x.
+- :class:`OracleRole` (RLHF, eq 2): the query is x itself as a user turn; the response is the answer y; the reward
+  is r(x, y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from alignpro.backends.base import RewardModel, Target
+from alignpro.data import PromptRecord
+from alignpro.templates import RewriteTemplate
+
+
+@dataclass
+class Scored:
+    scores: np.ndarray  #: (B,) reward of each response
+    shown: list[str]  #: (B,) what the target saw (x′ for the prompter, x for the oracle)
+    answers: list[str]  #: (B,) one answer per response (the first of the M for the prompter)
+    stats: dict[str, float] = field(default_factory=dict)  #: role-specific numbers for the metrics row
+
+
+class PrompterRole:
+    """ρ's action is the rewrite x′; its reward is E_{y~π_F(·|x′)} r(x, y), estimated with M answers."""
+
+    def __init__(self, chat_prompt: Callable[[list[dict[str, str]]], str], template: RewriteTemplate,
+                 target: Target, reward: RewardModel, m: int) -> None:
+        self.chat_prompt, self.template, self.target, self.reward, self.m = chat_prompt, template, target, reward, m
+
+    def queries(self, records: Sequence[PromptRecord]) -> list[str]:
+        return [self.chat_prompt(self.template.messages(r.text)) for r in records]
+
+    def score(self, records: Sequence[PromptRecord], responses: Sequence[str], seed: int) -> Scored:
+        parsed = [self.template.parse(raw, r.text) for raw, r in zip(responses, records, strict=True)]
+        rewrites = [text for text, _ in parsed]
+        answers = self.target.answer(rewrites, n=self.m, seed=seed, systems=[r.system for r in records])  # (B, M)
+        originals = [r.text for r in records for _ in range(self.m)]  # scored against the ORIGINAL x
+        flat = self.reward.score(originals, [a.text for row in answers for a in row])
+        scores = np.asarray(flat, dtype=float).reshape(len(records), self.m).mean(axis=1)
+        return Scored(scores, rewrites, [row[0].text for row in answers],
+                      {"parsed_frac": float(np.mean([ok for _, ok in parsed])),
+                       "answer_tokens": float(np.mean([a.n_tokens for row in answers for a in row]))})
+
+
+class OracleRole:
+    """π's action is the answer y to x itself; its reward is r(x, y)."""
+
+    def __init__(self, chat_prompt: Callable[[list[dict[str, str]]], str], reward: RewardModel) -> None:
+        self.chat_prompt, self.reward = chat_prompt, reward
+
+    def queries(self, records: Sequence[PromptRecord]) -> list[str]:
+        return [self.chat_prompt(([{"role": "system", "content": r.system}] if r.system else [])
+                                 + [{"role": "user", "content": r.text}]) for r in records]
+
+    def score(self, records: Sequence[PromptRecord], responses: Sequence[str], seed: int) -> Scored:
+        scores = np.asarray(self.reward.score([r.text for r in records], list(responses)), dtype=float)
+        return Scored(scores, [r.text for r in records], list(responses))

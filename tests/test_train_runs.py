@@ -1,0 +1,168 @@
+"""Tier 2/3: whole runs on a tiny random Llama (SmolLM2's tokenizer, 1.6M parameters) with the fake target and
+reward: LoRA, λ = ∞, a real ``kill -9`` then ``--resume``, and two data-parallel processes under
+``accelerate launch``."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignpro.backends.fake import FakeReward, FakeTarget
+from alignpro.config import build_config
+from alignpro.train.checkpoint import read_jsonl
+from alignpro.train.config import TrainConfig
+from alignpro.train.loop import train
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = {"seconds", "rollout_seconds", "reward_seconds", "update_seconds", "elapsed_seconds", "tokens_per_s"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, smollm2_path):
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template, saved to a folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(smollm2_path))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tok), max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _args(tiny, out, **kw):
+    base = dict(prompter=f"hf:{tiny}", target="fake", reward="fake", out=str(out), batch_size=2, k=2,
+                max_new_tokens=8, epochs=2, lr=1e-3, num_threads=1, progress=False)
+    base.update(kw)
+    return base
+
+
+def _flags(values):
+    flags = []
+    for k, v in values.items():
+        flag = "--" + k.replace("_", "-")
+        flags += ([flag] if v is True else [f"--no-{k.replace('_', '-')}"] if v is False else [flag, str(v)])
+    return flags
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _tiny_weights(tiny):
+    from safetensors.torch import load_file
+
+    return load_file(str(tiny / "model.safetensors"))
+
+
+def test_lora_trains_only_the_adapter_and_exports_a_loadable_model(tiny_model, tmp_path):
+    from alignpro.specs import make_prompter
+    from alignpro.train.policy import load_adapter, trained_model_info
+
+    threads = torch.get_num_threads()
+    cfg = build_config(TrainConfig, _args(tiny_model, tmp_path / "run", steps=2, lora=True, lora_r=4,
+                                          lora_target_modules=["q_proj", "v_proj"]))
+    result = train(cfg, target=FakeTarget(), reward=FakeReward())
+    torch.set_num_threads(threads)
+    assert result.reference.frozen_lm is None  # the reference is the adapter switched off, not a copy
+    params = dict(result.policy.lm.named_parameters())
+    lora_b = [p for n, p in params.items() if "lora_B" in n]
+    assert lora_b and all(p.requires_grad for p in lora_b) and any(p.abs().sum() > 0 for p in lora_b)
+    base = _tiny_weights(tiny_model)
+    frozen = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in params.items()
+              if "lora_" not in n}
+    assert all(torch.equal(frozen[n].detach(), w) for n, w in base.items() if n in frozen)
+    assert (tmp_path / "run" / "final-adapter" / "adapter_config.json").is_file()
+    info = trained_model_info(tmp_path / "run")
+    assert info["lora"] and info["base_spec"] == f"hf:{tiny_model}" and info["role"] == "prompter"
+    assert info["spec"] == f"hf:{tmp_path / 'run' / 'final'}" and info["template"] == "rewrite-default"
+    merged = make_prompter(f"hf:{tmp_path / 'run' / 'final'}")  # RUN/final is a plain transformers folder
+    from_adapter = load_adapter(tmp_path / "run" / "final-adapter")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    a, b = dict(merged.lm.model.named_parameters())[q], dict(from_adapter.model.named_parameters())[q]
+    assert torch.allclose(a, b) and not torch.equal(a, base[q])
+    assert merged.rewrite(["hello there"], k=1)[0].rewrites
+
+
+def test_infinite_kl_coef_reproduces_the_reference(tiny_model, tmp_path):
+    threads = torch.get_num_threads()
+    cfg = build_config(TrainConfig, _args(tiny_model, tmp_path / "run", steps=2, kl_coef="inf"))
+    result = train(cfg, target=FakeTarget(), reward=FakeReward())
+    torch.set_num_threads(threads)
+    base = _tiny_weights(tiny_model)
+    params = dict(result.policy.lm.named_parameters())
+    assert all(torch.equal(params[n].detach(), w) for n, w in base.items() if n in params)
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2] and all(r["kl"] == 0.0 and r["kl_k3"] == 0.0 for r in rows)
+    assert all(math.isinf(r["kl_coef"]) for r in rows) and "policy_loss" not in rows[0]
+
+
+def test_kill_9_then_resume_loses_nothing_and_matches_an_uninterrupted_run(tiny_model, tmp_path):
+    steps, every = 15, 3
+    values = _args(tiny_model, tmp_path / "killed", steps=steps, save_every=every, keep_checkpoints=2)
+    cmd = [sys.executable, "-m", "alignpro", "train", *_flags(values)]
+    log = open(tmp_path / "killed.log", "w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    ckpt = tmp_path / "killed" / "checkpoints" / "step-000006" / "COMPLETE"
+    deadline = time.time() + 180
+    # kill once step 7 is logged: its row lies beyond the checkpoint and must be dropped, then re-run
+    while not (ckpt.exists() and len(read_jsonl(tmp_path / "killed" / "metrics.jsonl")) >= 7) \
+            and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed:\n{(tmp_path / 'killed.log').read_text()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_rows = read_jsonl(tmp_path / "killed" / "metrics.jsonl")
+    assert 6 <= len(killed_rows) < steps
+    # leftovers a kill can leave: a half-written temporary checkpoint, a folder without its COMPLETE marker
+    (tmp_path / "killed" / "checkpoints" / "step-000099.tmp-1").mkdir()
+    (tmp_path / "killed" / "checkpoints" / "step-000098").mkdir()
+    resume = subprocess.run([sys.executable, "-m", "alignpro", "train", "--resume", str(tmp_path / "killed")],
+                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resume.returncode == 0, resume.stdout + resume.stderr
+    assert "resuming after step" in resume.stdout + resume.stderr
+    rows = read_jsonl(tmp_path / "killed" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))  # each step exactly once
+    assert (tmp_path / "killed" / "final" / "config.json").is_file()
+
+    threads = torch.get_num_threads()
+    ref = train(build_config(TrainConfig, _args(tiny_model, tmp_path / "straight", steps=steps, save_every=every)),
+                target=FakeTarget(), reward=FakeReward())
+    torch.set_num_threads(threads)
+    for a, b in zip(ref.rows, rows, strict=True):  # same seeds, same numbers: the resume is exact
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+
+
+def test_two_processes_under_accelerate_hold_identical_parameters(tiny_model, tmp_path):
+    values = _args(tiny_model, tmp_path / "ddp", steps=2, save_every=1, debug_param_checksum=True, device="cpu")
+    with socket.socket() as s:  # a free port, so parallel test runs on one machine don't collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs" /
+           "accelerate-cpu.yaml"), "--main_process_port", str(port), "-m", "alignpro", "train", *_flags(values)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sums = [json.loads((tmp_path / "ddp" / "debug" / f"params-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(s["world"] == 2 for s in sums)
+    assert sums[0]["sha256"] == sums[1]["sha256"]  # gradients were all-reduced: bitwise identical weights
+    rows = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["reward_n"] == 2 * 2 * 2  # both shards gathered
+    base = _tiny_weights(tiny_model)
+    from safetensors.torch import load_file
+
+    final = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    assert not torch.equal(final["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
