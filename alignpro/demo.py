@@ -26,6 +26,7 @@ from alignpro.method import composed_rollout, kl_to_prior, optimal_prompter_weig
 from alignpro.metrics import arm_stats, reward_win_rate
 
 NO_FT, CLOSED_FORM, REWRITES_ONLY = "no_ft", "align_pro_closed_form", "align_pro_closed_form_rewrites_only"
+ALIGN_PRO, ORACLE = "align_pro", "oracle"
 
 
 @dataclass
@@ -53,6 +54,9 @@ class DemoConfig:
     temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
     top_p: float = setting(0.6, "π_F's nucleus top_p (paper: 0.6)")
     top_k: int = setting(20, "π_F's top_k (paper: 20)")
+    trained_prompter: str = setting("", "a PPO-trained prompter spec (e.g. hf:runs/train/final): adds the arm "
+                                        "'align_pro' (one rewrite per prompt, fresh answers of π_F)")
+    oracle: str = setting("", "an RLHF-trained target spec (e.g. hf:runs/train-oracle/final): adds the arm 'oracle'")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
     batch_size: int = setting(32, "generation batch size")
     n_examples: int = setting(6, "examples shown in report.md")
@@ -74,6 +78,9 @@ class DemoConfig:
         from alignpro.specs import check_reward_spec, parse_model_spec
 
         parse_model_spec(self.prompter), parse_model_spec(self.target), check_reward_spec(self.reward)
+        for name in ("trained_prompter", "oracle"):
+            if getattr(self, name):
+                parse_model_spec(getattr(self, name))
         self.answer_gen = GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.temperature,
                                            top_p=self.top_p, top_k=self.top_k)
 
@@ -155,12 +162,30 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
                                      f"{arm} answers", chunk)
         arm_rewards[arm], arm_texts[arm] = r, texts
 
+    # ---- (5) optional trained arms: the PPO prompter (eq 9) + π_F, and the RLHF oracle (eq 2) alone ------------
+    if cfg.trained_prompter:
+        trained = make_prompter(cfg.trained_prompter, cfg.template, batch_size=cfg.batch_size)
+        rewrites = [s.rewrites[0].text for s in trained.rewrite(prompts, 1, seed=cfg.seed + 300)]
+        chosen[ALIGN_PRO] = rewrites
+        arm_texts[ALIGN_PRO], arm_rewards[ALIGN_PRO] = _answer_and_score(
+            target, reward, rewrites, prompts, cfg.n_fresh, cfg.seed + 400, "align_pro answers", chunk)
+    if cfg.oracle:
+        oracle = make_target(cfg.oracle, cfg.answer_gen, batch_size=cfg.batch_size)
+        arm_texts[ORACLE], arm_rewards[ORACLE] = _answer_and_score(
+            oracle, reward, prompts, prompts, cfg.n_fresh, cfg.seed + 500, "oracle answers", chunk)
+
     # ---- metrics ----------------------------------------------------------------------------------------
     arms = {a: arm_stats(r.ravel()).to_dict() for a, r in arm_rewards.items()}
+    compared = [a for a in arm_rewards if a != NO_FT]
     win_rates = [reward_win_rate(arm_rewards[a].ravel(), base_r.ravel(), arm=a, baseline=NO_FT,
-                                 tie_margin=cfg.tie_margin).to_dict() for a in chosen]
+                                 tie_margin=cfg.tie_margin).to_dict() for a in compared]
+    gap = {}
+    if ORACLE in arms:  # the fraction of the no_ft → oracle gap an arm closes
+        span = arms[ORACLE]["mean"] - arms[NO_FT]["mean"]
+        gap = {a: (arms[a]["mean"] - arms[NO_FT]["mean"]) / span if span else None
+               for a in compared if a != ORACLE}
     # per-prompt paired difference (same prompts, independent fresh answers): the sharper comparison
-    paired = {a: arm_stats((arm_rewards[a] - base_r).mean(axis=1)).to_dict() for a in chosen}
+    paired = {a: arm_stats((arm_rewards[a] - base_r).mean(axis=1)).to_dict() for a in compared}
     biased = float(r_hat[np.arange(len(prompts)), picked_idx[CLOSED_FORM]].mean())
     n_parsed = sum(rw.parsed for s in rewrite_sets for rw in s.rewrites)
     n_rw = sum(len(s.rewrites) for s in rewrite_sets)
@@ -184,6 +209,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
             "selection_biased_note": "mean R̂ of the chosen candidates on the answers that selected them; "
                                      "biased upward (best-of-K), NOT a result",
             "paired_gain_vs_no_ft": paired,
+            "gap_closed_fraction": gap,
             "paired_gain_note": "mean over prompts of (arm − no_ft) per-prompt mean reward, ± its standard error",
             "kl_rho_star_to_rho_sft": kl,
             "rewrites_parsed_fraction": n_parsed / max(1, n_rw),
@@ -229,6 +255,10 @@ def render_report(metrics: dict[str, Any], cfg: DemoConfig) -> str:
         "Paired by prompt (mean per-prompt difference ± s.e. over prompts): " + "; ".join(
             f"{a} {v['mean']:+.4f} ± {v['stderr']:.4f} ({v['mean'] / v['stderr'] if v['stderr'] else float('nan'):+.2f} s.e.)"
             for a, v in d["paired_gain_vs_no_ft"].items()) + ".", "",
+        *([f"Fraction of the no_ft → oracle gap closed: " + ", ".join(
+            f"{a} {v:+.2f}" if v is not None else f"{a} undefined (oracle = no_ft)"
+            for a, v in d["gap_closed_fraction"].items()) + ".", ""]
+          if d.get("gap_closed_fraction") else []),
         "The win rates are judged by the reward itself (not independent of the optimisation target).", "",
         f"Selection-biased figure (NOT a result): mean R̂ of the chosen candidates on the very answers that chose "
         f"them = {d['selection_biased_r_hat_of_chosen']:.4f}. The table uses fresh answers instead.", "",

@@ -71,3 +71,18 @@ def test_bad_prompt_rows_stop_or_are_skipped_and_counted(tmp_path):
     m = run_demo(_cfg(tmp_path, prompts=str(f), field="q", n_prompts=0, skip_bad=True))
     assert m["diagnostics"]["prompts_skipped"] == 1
     assert m["arms"]["no_ft"]["n"] == 2 * 2
+
+
+def test_trained_arms_and_gap_fraction(tmp_path):
+    m = run_demo(_cfg(tmp_path, trained_prompter="fake", oracle="fake"))
+    assert {"align_pro", "oracle"} <= set(m["arms"])
+    assert {w["arm"] for w in m["win_rates"]} >= {"align_pro", "oracle"}
+    gap = m["diagnostics"]["gap_closed_fraction"]
+    span = m["arms"]["oracle"]["mean"] - m["arms"]["no_ft"]["mean"]
+    if span:
+        assert gap["align_pro"] == pytest.approx((m["arms"]["align_pro"]["mean"] - m["arms"]["no_ft"]["mean"]) / span)
+    else:
+        assert gap["align_pro"] is None
+    assert "gap closed" in (tmp_path / "demo" / "report.md").read_text()
+    with pytest.raises(AlignProError, match="valid forms"):
+        _cfg(tmp_path, oracle="gpt-9")
