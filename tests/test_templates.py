@@ -26,7 +26,7 @@ def test_free_form_template_parses_first_paragraph_and_quotes():
 
 
 def test_template_errors(tmp_path):
-    with pytest.raises(AlignProError, match="builtin templates"):
+    with pytest.raises(AlignProError, match="builtin rewrite templates"):
         load_rewrite_template("nope")
     bad = tmp_path / "t.yaml"
     bad.write_text("system: hi\nuser: no placeholder\n")

@@ -23,15 +23,13 @@ import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import yaml
 
 from alignpro.backends.base import GenerationConfig, RewardModel, Usage
 from alignpro.errors import AlignProError
+from alignpro.templates import read_template_yaml
 
 DEFAULT_JUDGE_TEMPLATE = "judge-pairwise"
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
@@ -135,22 +133,8 @@ class JudgeTemplate:
 
 def load_judge_template(name_or_path: str = DEFAULT_JUDGE_TEMPLATE) -> JudgeTemplate:
     """A builtin judge template by name (``judge-pairwise``) or a YAML file by path (keys ``system``, ``user``)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        text, source = path.read_text(), str(path)
-    else:
-        builtin = resources.files("alignpro.templates") / f"{name_or_path}.yaml"
-        if not builtin.is_file():
-            names = sorted(p.name[:-5] for p in resources.files("alignpro.templates").iterdir()
-                           if p.name.startswith("judge") and p.name.endswith(".yaml"))
-            raise AlignProError(f"judge template '{name_or_path}' is neither a YAML file nor a builtin template; "
-                                f"builtin judge templates: {names}")
-        text, source = builtin.read_text(), f"builtin:{name_or_path}"
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise AlignProError(f"judge template '{source}' is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("user"), str):
+    data, source = read_template_yaml(name_or_path, "judge")
+    if not isinstance(data.get("user"), str):
         raise AlignProError(f"judge template '{source}' must be a mapping with the keys 'system' and 'user'")
     fields = {f for _, f, _, _ in string.Formatter().parse(data["user"]) if f is not None}
     if fields != {"question", "answer_a", "answer_b"}:

@@ -68,8 +68,9 @@ class RewriteTemplate:
         return self.compose.format(rewrite=text, prompt=prompt).strip(), True
 
 
-def load_rewrite_template(name_or_path: str = DEFAULT_REWRITE_TEMPLATE) -> RewriteTemplate:
-    """Load a builtin template by name (``rewrite-default``) or a YAML file by path."""
+def read_template_yaml(name_or_path: str, kind: str) -> tuple[dict, str]:
+    """The mapping in a template file: a YAML path, or a builtin ``alignpro/templates/<name>.yaml`` whose name
+    starts with ``kind`` ("rewrite", "judge"). Returns (data, source label)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         text, source = path.read_text(), str(path)
@@ -77,15 +78,23 @@ def load_rewrite_template(name_or_path: str = DEFAULT_REWRITE_TEMPLATE) -> Rewri
         builtin = resources.files("alignpro.templates") / f"{name_or_path}.yaml"
         if not builtin.is_file():
             names = sorted(p.name[:-5] for p in resources.files("alignpro.templates").iterdir()
-                           if p.name.startswith("rewrite") and p.name.endswith(".yaml"))
-            raise AlignProError(f"rewrite template '{name_or_path}' is neither a YAML file nor a builtin "
-                                f"template; builtin templates: {names}")
+                           if p.name.startswith(kind) and p.name.endswith(".yaml"))
+            raise AlignProError(f"{kind} template '{name_or_path}' is neither a YAML file nor a builtin template; "
+                                f"builtin {kind} templates: {names}")
         text, source = builtin.read_text(), f"builtin:{name_or_path}"
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise AlignProError(f"rewrite template '{source}' is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or "system" not in data:
+        raise AlignProError(f"{kind} template '{source}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise AlignProError(f"{kind} template '{source}' must be a YAML mapping")
+    return data, source
+
+
+def load_rewrite_template(name_or_path: str = DEFAULT_REWRITE_TEMPLATE) -> RewriteTemplate:
+    """Load a builtin template by name (``rewrite-default``) or a YAML file by path."""
+    data, source = read_template_yaml(name_or_path, "rewrite")
+    if "system" not in data:
         raise AlignProError(f"rewrite template '{source}' must be a mapping with at least the key 'system'")
     user = data.get("user", "{prompt}")
     if "{prompt}" not in user:
