@@ -22,7 +22,8 @@ from alignpro.train.config import TrainConfig
 from alignpro.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = {"seconds", "rollout_seconds", "reward_seconds", "update_seconds", "elapsed_seconds", "tokens_per_s"}
+TIMING = {"seconds", "rollout_seconds", "reward_seconds", "update_seconds", "elapsed_seconds", "tokens_per_s",
+          "answer_seconds", "score_seconds"}
 
 
 @pytest.fixture(scope="module")

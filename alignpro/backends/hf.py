@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet, Usage
+from alignpro.backends.decode import decode
 from alignpro.errors import AlignProError
 from alignpro.templates import RewriteTemplate
 
@@ -67,10 +68,10 @@ class HFCausalLM:
     @torch.no_grad()
     def sample(self, conversations: Sequence[list[dict[str, str]]], gen: GenerationConfig,
                seed: int | None = None, with_logprobs: bool = True) -> Generated:
-        """One sampled continuation per conversation, batched by similar length (less padding).
+        """One sampled continuation per conversation, batched by similar length (less padding), decoded by
+        :func:`alignpro.backends.decode.decode` (the distribution of ``generate``, with shared prefixes encoded once).
 
-        ``with_logprobs=False`` skips keeping the (B, T, V) raw logits (the target's answers need no log-probs);
-        ``token_logprobs`` is then empty.
+        ``with_logprobs=False`` leaves ``token_logprobs`` empty (the target's answers need none).
         """
         if seed is not None:
             torch.manual_seed(seed)
@@ -80,32 +81,18 @@ class HFCausalLM:
         out_ids: list[list[int]] = [[] for _ in texts]
         out_lp: list[list[float]] = [[] for _ in texts]
         eos = self._eos_ids()
+        pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.device)
+            rows = [self.tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i in idx]
             t0 = time.perf_counter()
-            result = self.model.generate(
-                **enc, max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
-                temperature=gen.temperature if gen.do_sample else None,
-                top_p=gen.top_p if gen.do_sample else None, top_k=gen.top_k if gen.do_sample else None,
-                pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
-                output_logits=with_logprobs)
-            new = result.sequences[:, enc["input_ids"].shape[1]:]  # (B, T)
-            if with_logprobs:
-                logits = torch.stack(result.logits, dim=1).float()  # (B, T, V) raw logits, temperature 1
-                logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B, T)
-                del logits
+            d = decode(self.model, rows, gen, eos_ids=eos, pad_id=pad, with_logprobs=with_logprobs)
             for row, i in enumerate(idx):
-                ids = new[row].tolist()
-                n = len(ids)
-                for t, tok in enumerate(ids):
-                    if tok in eos:
-                        n = t
-                        break
-                out_ids[i] = ids[:n]
-                out_lp[i] = logp[row, :n].tolist() if with_logprobs else []
-                out_text[i] = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
+                n = int(d.lengths[row])
+                ids = d.ids[row, :n].tolist()
+                out_ids[i] = ids
+                out_lp[i] = d.logprobs[row, :n].tolist() if with_logprobs else []
+                out_text[i] = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
                 self.usage.generated_tokens += n
             self.usage.calls += 1
             self.usage.extra["generate_seconds"] = self.usage.extra.get("generate_seconds", 0.0) + (

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from alignpro.backends.base import GenerationConfig
+from alignpro.backends.decode import decode
 from alignpro.errors import AlignProError
 
 #: written next to the weights of ``RUN/final`` and ``RUN/final-adapter``: how they were trained.
@@ -100,18 +101,13 @@ def sample_responses(lm: nn.Module, query_ids: Tensor, query_mask: Tensor, gen: 
     """Sample one response per query: response ids (B, T) right-padded with ``pad_id`` after the first EOS,
     and its mask (B, T), 1 up to and including that EOS (a response cut at max_new_tokens has none).
 
-    The model's own generation_config may carry sampling defaults (repetition penalty, typical_p, ...) that would
-    make the samples off-policy; they are neutralised here, only ``gen`` shapes the distribution."""
-    out = lm.generate(input_ids=query_ids, attention_mask=query_mask, max_new_tokens=gen.max_new_tokens,
-                      do_sample=True, temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
-                      repetition_penalty=1.0, no_repeat_ngram_size=0, typical_p=1.0, epsilon_cutoff=0.0,
-                      eta_cutoff=0.0, pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
-    response = out[:, query_ids.shape[1]:]  # (B, T)
-    T = response.shape[1]
-    is_eos = torch.isin(response, torch.tensor(sorted(eos_ids), device=response.device))  # (B, T)
-    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], T, dtype=torch.long))
-    mask = torch.arange(T, device=response.device).unsqueeze(0) <= first_eos.unsqueeze(1)  # (B, T)
-    return torch.where(mask, response, torch.full_like(response, pad_id)), mask.long()
+    Sampled by :func:`alignpro.backends.decode.decode`: only ``gen`` shapes the distribution (the model's own
+    generation_config, which may carry a repetition penalty or typical_p, is never read), so samples are on-policy."""
+    rows = [q[m.bool()].tolist() for q, m in zip(query_ids, query_mask)]  # unpad
+    d = decode(lm, rows, gen.with_(do_sample=True), eos_ids=eos_ids, pad_id=pad_id)
+    T = d.ids.shape[1]
+    mask = torch.arange(T, device=d.ids.device).unsqueeze(0) <= d.lengths.unsqueeze(1)  # (B, T), EOS included
+    return d.ids.to(query_ids.device), mask.long().to(query_ids.device)
 
 
 def eos_token_ids(tokenizer: Any, model: nn.Module) -> set[int]:

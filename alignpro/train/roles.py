@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -40,13 +41,17 @@ class PrompterRole:
     def score(self, records: Sequence[PromptRecord], responses: Sequence[str], seed: int) -> Scored:
         parsed = [self.template.parse(raw, r.text) for raw, r in zip(responses, records, strict=True)]
         rewrites = [text for text, _ in parsed]
+        t0 = time.perf_counter()
         answers = self.target.answer(rewrites, n=self.m, seed=seed, systems=[r.system for r in records])  # (B, M)
+        t1 = time.perf_counter()
         originals = [r.text for r in records for _ in range(self.m)]  # scored against the ORIGINAL x
         flat = self.reward.score(originals, [a.text for row in answers for a in row])
+        t2 = time.perf_counter()
         scores = np.asarray(flat, dtype=float).reshape(len(records), self.m).mean(axis=1)
         return Scored(scores, rewrites, [row[0].text for row in answers],
                       {"parsed_frac": float(np.mean([ok for _, ok in parsed])),
-                       "answer_tokens": float(np.mean([a.n_tokens for row in answers for a in row]))})
+                       "answer_tokens": float(np.mean([a.n_tokens for row in answers for a in row])),
+                       "answer_seconds": t1 - t0, "score_seconds": t2 - t1})
 
 
 class OracleRole:

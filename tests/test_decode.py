@@ -1,0 +1,112 @@
+"""The lean sampling loop (alignpro.backends.decode): exact math against transformers' warpers, and real runs of
+the embedded model against ``generate`` and against a plain forward pass."""
+
+import pytest
+import torch
+from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                    TopKLogitsWarper, TopPLogitsWarper)
+
+from alignpro.backends.base import GenerationConfig
+from alignpro.backends.decode import decode, plan_prefix, sample_next, token_logprob, warp_top_k_top_p
+
+
+def _hf_probs(logits, temperature, top_k, top_p):
+    chain = [TemperatureLogitsWarper(temperature)]
+    if top_k:
+        chain.append(TopKLogitsWarper(top_k))
+    if top_p is not None and top_p < 1.0:
+        chain.append(TopPLogitsWarper(top_p))
+    return torch.softmax(LogitsProcessorList(chain)(None, logits.clone()), dim=-1)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.5, 20, 0.6), (0.8, 50, 0.95), (1.0, None, 0.9),
+                                                     (1.0, 5, None), (0.7, None, None), (2.0, 1, 0.5)])
+def test_warper_gives_transformers_distribution(temperature, top_k, top_p):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 300, generator=g) * 3
+    logits[0, 7] = 30.0  # one dominant token: top-p keeps only it
+    # (no exact ties: at a tie on the k-th logit transformers keeps every tied token, topk keeps k of them)
+    expected = _hf_probs(logits, temperature, top_k, top_p)
+    log_w, ids = warp_top_k_top_p(logits, temperature, top_k, top_p)
+    ours = torch.zeros_like(expected).scatter(1, ids, torch.softmax(log_w, dim=-1))
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_sampling_frequencies_follow_the_warped_distribution():
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.2, -1.0, -3.0]]).repeat(20000, 1)
+    gen = GenerationConfig(temperature=1.5, top_k=4, top_p=0.8)
+    torch.manual_seed(0)
+    tokens = sample_next(logits, gen)
+    freq = torch.bincount(tokens, minlength=6).float() / len(tokens)
+    expected = _hf_probs(logits[:1], 1.5, 4, 0.8)[0]
+    assert freq[expected == 0].sum() == 0  # never a token the chain removes
+    torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
+
+
+def test_greedy_and_logprob_helpers():
+    logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]])
+    assert sample_next(logits, GenerationConfig(do_sample=False)).tolist() == [1, 0]
+    lp = token_logprob(logits, torch.tensor([2, 0]))
+    torch.testing.assert_close(lp, torch.log_softmax(logits, -1)[[0, 1], [2, 0]])
+
+
+def test_plan_prefix_shares_the_common_prefix_and_deduplicates():
+    shared = list(range(100, 120))
+    rows = [shared + [1, 2], shared + [3], shared + [1, 2], shared + [4, 5, 6]]
+    plan = plan_prefix(rows)
+    assert plan.shared == shared
+    assert plan.unique == [[1, 2], [3], [4, 5, 6]]
+    assert plan.row_of == [0, 1, 0, 2]
+    # every row keeps at least one token; a short common prefix is not worth a separate pass
+    assert plan_prefix([shared, shared]).shared == shared[:-1]
+    assert plan_prefix([[1, 2, 3], [1, 2, 4]]).shared == []
+    with pytest.raises(ValueError):
+        plan_prefix([[1], []])
+
+
+@pytest.fixture(scope="module")
+def lm(smollm2_path):
+    from alignpro.backends.hf import HFCausalLM
+
+    return HFCausalLM(smollm2_path, batch_size=8)
+
+
+def _rows(lm, convs):
+    return [lm.tokenizer(lm.chat_prompt(c), add_special_tokens=False)["input_ids"] for c in convs]
+
+
+SYSTEM = "You are a careful assistant. Answer in one short sentence, kindly and precisely, for a curious reader."
+CONVS = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": u}]
+         for u in ["Hi", "Explain photosynthesis to a child.", "Hi", "Name a color."]]
+
+
+@pytest.mark.model
+def test_greedy_decode_equals_generate(lm):
+    """Shared prefix + deduplicated rows + row compaction give generate's own tokens."""
+    gen = GenerationConfig(max_new_tokens=10, do_sample=False)
+    rows = _rows(lm, CONVS)
+    eos = lm._eos_ids()
+    d = decode(lm.model, rows, gen, eos_ids=eos, pad_id=lm.tokenizer.pad_token_id)
+    assert plan_prefix(rows).shared  # the system prompt really is shared here
+    for i, r in enumerate(rows):
+        ref = lm.model.generate(input_ids=torch.tensor([r]), max_new_tokens=10, do_sample=False,
+                                pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=sorted(eos))
+        ref_ids = [t for t in ref[0, len(r):].tolist()]
+        n = next((j for j, t in enumerate(ref_ids) if t in eos), len(ref_ids))
+        assert d.ids[i, :int(d.lengths[i])].tolist() == ref_ids[:n]
+
+
+@pytest.mark.model
+def test_sampled_logprobs_match_a_plain_forward_pass(lm):
+    gen = GenerationConfig(max_new_tokens=12, temperature=1.5, top_p=0.6, top_k=20)
+    rows = _rows(lm, CONVS)
+    torch.manual_seed(3)
+    d = decode(lm.model, rows, gen, eos_ids=lm._eos_ids(), pad_id=lm.tokenizer.pad_token_id, with_logprobs=True)
+    for i, r in enumerate(rows):
+        n = int(d.lengths[i]) + int(d.ended[i])  # the EOS itself was sampled too
+        new = d.ids[i, :n].tolist()
+        with torch.no_grad():
+            logits = lm.model(input_ids=torch.tensor([r + new])).logits[0, len(r) - 1:-1]
+        ref = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(new).unsqueeze(1)).squeeze(1)
+        torch.testing.assert_close(d.logprobs[i, :n], ref, atol=2e-4, rtol=0)
+        assert torch.all(d.logprobs[i, n:] == 0)
