@@ -44,7 +44,7 @@ def main() -> None:
     sel, held = ro.rewards[:, :, :h].mean(-1), ro.rewards[:, :, h:]  # (N, C), (N, C, M-h)
     base = held[:, 0].ravel()
     rows = []
-    for k, lam, alpha in itertools.product([1, 2, 3, 4, 6], [0.0, 0.01, 0.02, 0.05, 0.1, math.inf], [0.0, 0.25, 0.5]):
+    for k, lam, alpha in itertools.product([1, 2, 3, 4, 6, 8], [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, math.inf], [0.0, 0.25, 0.5]):
         if k > args.k:
             continue
         cols = ([0] if alpha > 0 else []) + list(range(1, 1 + k))

@@ -100,7 +100,7 @@ class Decoded:
     logprobs: Tensor | None  #: (B, T) log π(token | prefix) at temperature 1, 0 after the end; None if not asked
 
 
-def _cache_kwarg(model: torch.nn.Module) -> str:
+def cache_kwarg(model: torch.nn.Module) -> str:
     """transformers renamed ``past_key_values`` to ``cache`` during 5.x (the old name goes in 5.40)."""
     import inspect
 
@@ -120,7 +120,7 @@ def decode(model: torch.nn.Module, rows: Sequence[Sequence[int]], gen: Generatio
     try:
         plan = plan_prefix(rows, min_shared)
         cache = DynamicCache()
-        kv = {_cache_kwarg(model): cache, "use_cache": True}
+        kv = {cache_kwarg(model): cache, "use_cache": True}
         P = len(plan.shared)
         if P:
             model(input_ids=torch.tensor([plan.shared], device=device), **kv, logits_to_keep=1)

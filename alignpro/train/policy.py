@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from alignpro.backends.base import GenerationConfig
-from alignpro.backends.decode import decode
+from alignpro.backends.decode import MIN_SHARED_PREFIX, cache_kwarg, decode
 from alignpro.errors import AlignProError
 
 #: written next to the weights of ``RUN/final`` and ``RUN/final-adapter``: how they were trained.
@@ -24,15 +24,74 @@ TRAIN_INFO = "alignpro-train.json"
 
 
 def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n_response: int,
-                     hidden: bool = False) -> tuple[Tensor, Tensor | None]:
+                     hidden: bool = False, share_prefix: bool = True) -> tuple[Tensor, Tensor | None]:
     """One forward pass over query+response (B, Q+T): the logits that predict the T response tokens (B, T, V)
-    and, if asked, the last hidden state at those positions (B, T, H)."""
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, Q+T), left padding aware
-    out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-             output_hidden_states=hidden, logits_to_keep=n_response + 1)
+    and, if asked, the last hidden state at those positions (B, T, H).
+
+    With ``share_prefix`` (and no gradient checkpointing, which cannot keep a KV cache), the tokens every row's
+    query starts with (the prompter's system prompt and few-shot examples, ~350 tokens) are encoded once at
+    batch 1 and their keys/values copied to every row (:func:`split_shared_prefix`): the same function of θ,
+    gradients included, for a fraction of the FLOPs."""
+    P = 0
+    if share_prefix and not _checkpointing(lm):
+        P = shared_prefix_length(input_ids, attention_mask, keep=n_response + 1)
+    if P == 0:
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, Q+T), left padding aware
+        out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                 output_hidden_states=hidden, logits_to_keep=n_response + 1)
+    else:
+        from transformers import DynamicCache
+
+        prefix, suffix_ids, suffix_mask = split_shared_prefix(input_ids, attention_mask, P)
+        cache = DynamicCache()
+        kv = {cache_kwarg(lm): cache, "use_cache": True}
+        lm(input_ids=prefix, **kv, logits_to_keep=1)  # (1, P): the shared keys/values, still a function of θ
+        cache.reorder_cache(torch.zeros(len(input_ids), dtype=torch.long, device=input_ids.device))  # → B rows
+        mask = torch.cat([torch.ones_like(suffix_mask[:, :1]).expand(-1, P), suffix_mask], 1)  # (B, P+S)
+        position_ids = (P + suffix_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, S)
+        out = lm(input_ids=suffix_ids, attention_mask=mask, position_ids=position_ids, **kv,
+                 output_hidden_states=hidden, logits_to_keep=n_response + 1)
     logits = out.logits[:, -(n_response + 1):-1]  # (B, T, V): position t predicts response token t
     h = out.hidden_states[-1][:, -(n_response + 1):-1] if hidden else None  # (B, T, H)
     return logits, h
+
+
+def _checkpointing(lm: nn.Module) -> bool:
+    """Is gradient (activation) checkpointing on? (transformers 5.24 renamed the flag; read the new one first.)"""
+    flag = getattr(lm, "is_activation_checkpointing", None)
+    return bool(getattr(lm, "is_gradient_checkpointing", False) if flag is None else flag)
+
+
+def shared_prefix_length(input_ids: Tensor, attention_mask: Tensor, keep: int,
+                         min_shared: int = MIN_SHARED_PREFIX) -> int:
+    """How many leading real tokens (after each row's left padding) all rows share, leaving at least ``keep``
+    columns of every row outside the prefix; 0 when fewer than ``min_shared`` (not worth a second pass)."""
+    if len(input_ids) < 2:
+        return 0
+    lead = (attention_mask.long().cumsum(1) == 0).sum(1)  # (B,) left padding of each row
+    width = input_ids.shape[1]
+    limit = width - int(lead.max()) - keep
+    if limit < min_shared:
+        return 0
+    cols = lead.unsqueeze(1) + torch.arange(limit, device=input_ids.device)  # (B, limit)
+    window = input_ids.gather(1, cols)  # each row's first `limit` real tokens
+    same = (window == window[:1]).all(0) & (attention_mask.gather(1, cols) == 1).all(0)  # (limit,)
+    P = int(limit if bool(same.all()) else int(same.long().argmin()))
+    return P if P >= min_shared else 0
+
+
+def split_shared_prefix(input_ids: Tensor, attention_mask: Tensor, P: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(1, P) shared prefix, and each row's remaining tokens (B, S) with their mask, the padding now between
+    the prefix and the rest (right-aligned, so the response keeps its columns at the end)."""
+    lead = (attention_mask.long().cumsum(1) == 0).sum(1)  # (B,)
+    prefix = input_ids[:1, int(lead[0]):int(lead[0]) + P]
+    S = input_ids.shape[1] - int(lead.min()) - P
+    cols = (input_ids.shape[1] - S + torch.arange(S, device=input_ids.device)).unsqueeze(0)  # last S columns
+    cols = cols.expand(len(input_ids), -1)
+    suffix_ids, suffix_mask = input_ids.gather(1, cols), attention_mask.gather(1, cols).clone()
+    in_prefix = cols < (lead + P).unsqueeze(1)  # columns of a row's own prefix (or its left padding)
+    suffix_mask[in_prefix] = 0
+    return prefix, suffix_ids, suffix_mask
 
 
 class PolicyWithValueHead(nn.Module):
