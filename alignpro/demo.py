@@ -3,7 +3,8 @@
 Stages: (1) π_F answers each original x (arm ``no_ft``); (2) ρ_sft samples K rewrites per x, π_F answers each
 candidate M times and the reward scores them against x, giving R̂(x, x′); (3) ρ* (eq 10) is formed from R̂ and a
 rewrite is sampled from it; (4) the chosen x′ is answered AFRESH and those answers are scored (arm
-``align_pro_closed_form``). The answers that estimated R̂ are never reused for the reported reward: they are
+``align_pro_closed_form``), with common random numbers: where two arms show π_F the same x′ (ρ* keeping x, as
+no_ft does) they share one set of fresh answers. The answers that estimated R̂ are never reused for the reported reward: they are
 selection-biased (best-of-K in disguise); the report shows that biased figure separately, labelled as such.
 """
 
@@ -45,11 +46,11 @@ class DemoConfig:
     skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
     max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
     n_prompts: int = setting(0, "use the first N prompts (0 = all; --quick uses 8)")
-    k: int = setting(2, "K: LM rewrites sampled from ρ_sft per prompt")
-    m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
-    lam: float = setting(0.02, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
+    k: int = setting(8, "K: LM rewrites sampled from ρ_sft per prompt")
+    m: int = setting(4, "M: answers per candidate used to estimate R̂(x, x′)")
+    lam: float = setting(0.01, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")
-    n_fresh: int = setting(2, "fresh answers per prompt used to score each arm")
+    n_fresh: int = setting(8, "fresh answers per prompt used to score each arm")
     answer_max_new_tokens: int = setting(64, "max new tokens of π_F's answers")
     temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
     top_p: float = setting(0.6, "π_F's nucleus top_p (paper: 0.6)")
@@ -57,8 +58,13 @@ class DemoConfig:
     trained_prompter: str = setting("", "a PPO-trained prompter spec (e.g. hf:runs/train/final): adds the arm "
                                         "'align_pro' (one rewrite per prompt, fresh answers of π_F)")
     oracle: str = setting("", "an RLHF-trained target spec (e.g. hf:runs/train-oracle/final): adds the arm 'oracle'")
+    train: bool = setting(False, "train the align_pro prompter (PPO, eq 9) and the oracle (RLHF, eq 2) now, from the "
+                                 "two recipes below, into OUT/train-prompter and OUT/train-oracle; then evaluate both")
+    train_prompter_config: str = setting("configs/train-prompter-ppo.yaml", "--train: the prompter's recipe (YAML)")
+    train_oracle_config: str = setting("configs/train-oracle-ppo.yaml", "--train: the oracle's recipe (YAML)")
+    train_steps: int = setting(0, "--train: override the recipes' steps (0 = the recipes' own)")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
-    batch_size: int = setting(32, "generation batch size")
+    batch_size: int = setting(128, "generation batch size")
     n_examples: int = setting(6, "examples shown in report.md")
 
     def __post_init__(self) -> None:
@@ -81,6 +87,16 @@ class DemoConfig:
         for name in ("trained_prompter", "oracle"):
             if getattr(self, name):
                 parse_model_spec(getattr(self, name))
+        if self.train_steps < 0:
+            raise ConfigError(f"setting 'train_steps' must be >= 0 (0 = the recipe's), got {self.train_steps}")
+        if self.train:
+            if self.trained_prompter or self.oracle:
+                raise ConfigError("setting 'train' trains the align_pro and oracle arms itself; drop "
+                                  "'trained_prompter'/'oracle' (they load already-trained models instead)")
+            for name in ("train_prompter_config", "train_oracle_config"):
+                if not Path(getattr(self, name)).is_file():
+                    raise ConfigError(f"setting '{name}': no recipe file '{getattr(self, name)}' (run from the "
+                                      "alignpro repository, or point it at a YAML of `alignpro train` settings)")
         self.answer_gen = GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.temperature,
                                            top_p=self.top_p, top_k=self.top_k)
 
@@ -128,7 +144,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
 
     # ---- (2) the composed system (eq 3): K rewrites, M answers each, R̂(x, x′) ---------------------------
     rollouts = []
-    c_chunk = max(1, cfg.batch_size // ((cfg.k + 1) * cfg.m))
+    c_chunk = max(1, 2 * cfg.batch_size // ((cfg.k + 1) * cfg.m))  # ~2 target batches per progress tick
     for a, b in tqdm(_chunks(len(prompts), c_chunk), desc="rewrites + R̂", unit="batch"):
         rollouts.append(composed_rollout(prompts[a:b], prompter, target, reward, k=cfg.k, m=cfg.m,
                                          identity_prior=cfg.identity_prior, seed=cfg.seed + 1000 + a))
@@ -155,20 +171,37 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
         kl[arm] = float(kl_to_prior(w, lp).mean())
 
     # ---- (4) fresh answers to the chosen x′, scored against the ORIGINAL x --------------------------------
+    # Common random numbers: one set of fresh answers per distinct (x, x′). Where an arm sends π_F the same x′
+    # as another arm (ρ* keeping x itself, as no_ft does), both are scored on the same answers, so the paired
+    # difference there is exactly 0, as it should be for identical systems, instead of answer noise. Each arm's
+    # own mean stays unbiased: these answers never took part in selecting x′.
+    fresh = {(i, x): (base_texts[i], base_r[i]) for i, x in enumerate(prompts)}
     arm_rewards = {NO_FT: base_r}
     arm_texts = {NO_FT: base_texts}
-    for j, arm in enumerate(chosen):
-        texts, r = _answer_and_score(target, reward, chosen[arm], prompts, cfg.n_fresh, cfg.seed + 200 + 50 * j,
-                                     f"{arm} answers", chunk)
-        arm_rewards[arm], arm_texts[arm] = r, texts
+
+    def answer_arm(arm: str, shown: list[str], seed: int) -> None:
+        need = [i for i, x in enumerate(shown) if (i, x) not in fresh]
+        texts, r = _answer_and_score(target, reward, [shown[i] for i in need], [prompts[i] for i in need],
+                                     cfg.n_fresh, seed, f"{arm} answers", chunk)
+        fresh.update({(i, shown[i]): (t, ri) for i, t, ri in zip(need, texts, r)})
+        arm_texts[arm] = [fresh[(i, x)][0] for i, x in enumerate(shown)]
+        arm_rewards[arm] = np.stack([fresh[(i, x)][1] for i, x in enumerate(shown)])  # (N, n_fresh)
+
+    for j, arm in enumerate(list(chosen)):
+        answer_arm(arm, chosen[arm], cfg.seed + 200 + 50 * j)
 
     # ---- (5) optional trained arms: the PPO prompter (eq 9) + π_F, and the RLHF oracle (eq 2) alone ------------
+    trained_arms = {}
+    if cfg.train:
+        trained_arms = train_now(cfg, out)
+        cfg.trained_prompter, cfg.oracle = trained_arms[ALIGN_PRO]["spec"], trained_arms[ORACLE]["spec"]
+    else:
+        trained_arms = {arm: {"source": "loaded", "spec": spec} for arm, spec in
+                        ((ALIGN_PRO, cfg.trained_prompter), (ORACLE, cfg.oracle)) if spec}
     if cfg.trained_prompter:
         trained = make_prompter(cfg.trained_prompter, cfg.template, batch_size=cfg.batch_size)
-        rewrites = [s.rewrites[0].text for s in trained.rewrite(prompts, 1, seed=cfg.seed + 300)]
-        chosen[ALIGN_PRO] = rewrites
-        arm_texts[ALIGN_PRO], arm_rewards[ALIGN_PRO] = _answer_and_score(
-            target, reward, rewrites, prompts, cfg.n_fresh, cfg.seed + 400, "align_pro answers", chunk)
+        chosen[ALIGN_PRO] = [s.rewrites[0].text for s in trained.rewrite(prompts, 1, seed=cfg.seed + 300)]
+        answer_arm(ALIGN_PRO, chosen[ALIGN_PRO], cfg.seed + 400)
     if cfg.oracle:
         oracle = make_target(cfg.oracle, cfg.answer_gen, batch_size=cfg.batch_size)
         arm_texts[ORACLE], arm_rewards[ORACLE] = _answer_and_score(
@@ -184,7 +217,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
         span = arms[ORACLE]["mean"] - arms[NO_FT]["mean"]
         gap = {a: (arms[a]["mean"] - arms[NO_FT]["mean"]) / span if span else None
                for a in compared if a != ORACLE}
-    # per-prompt paired difference (same prompts, independent fresh answers): the sharper comparison
+    # per-prompt paired difference (same prompts; common fresh answers where two arms show π_F the same x′)
     paired = {a: arm_stats((arm_rewards[a] - base_r).mean(axis=1)).to_dict() for a in compared}
     biased = float(r_hat[np.arange(len(prompts)), picked_idx[CLOSED_FORM]].mean())
     n_parsed = sum(rw.parsed for s in rewrite_sets for rw in s.rewrites)
@@ -210,10 +243,12 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
                                      "biased upward (best-of-K), NOT a result",
             "paired_gain_vs_no_ft": paired,
             "gap_closed_fraction": gap,
-            "paired_gain_note": "mean over prompts of (arm − no_ft) per-prompt mean reward, ± its standard error",
+            "paired_gain_note": "mean over prompts of (arm − no_ft) per-prompt mean reward, ± its standard error; "
+                                "arms that show π_F the same x′ for a prompt share its fresh answers",
             "kl_rho_star_to_rho_sft": kl,
             "rewrites_parsed_fraction": n_parsed / max(1, n_rw),
             "chose_original_fraction": n_identity / len(prompts),
+            "trained_arms": trained_arms,
             "wall_seconds": time.perf_counter() - t_start,
             "prompts_skipped": loaded.skipped,
             "prompts_skipped_reasons": loaded.skipped_reasons,
@@ -225,6 +260,31 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     print(render_table(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} in {metrics['diagnostics']['wall_seconds']:.0f} s")
     return metrics
+
+
+def train_now(cfg: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
+    """``--train``: run ``alignpro train`` for the prompter and the oracle recipes (same models, reward, template
+    and seed as this demo; an interrupted run in the same folder is resumed). Returns what the report shows."""
+    from alignpro.train.cli import parse_train_config
+    from alignpro.train.loop import train
+
+    arms = {}
+    for arm, role, recipe in ((ALIGN_PRO, "prompter", cfg.train_prompter_config),
+                              (ORACLE, "oracle", cfg.train_oracle_config)):
+        run = out / f"train-{role}"
+        argv = (["--resume", str(run)] if (run / "config.yaml").is_file() else
+                ["--config", recipe, "--out", str(run), "--role", role, "--prompter", cfg.prompter, "--target",
+                 cfg.target, "--reward", cfg.reward, "--template", cfg.template, "--seed", str(cfg.seed)])
+        argv += ["--steps", str(cfg.train_steps)] if cfg.train_steps else []
+        tcfg = parse_train_config(argv)
+        print(f"alignpro demo --train: {role} from {recipe}, {tcfg.steps} steps into {run}")
+        t0 = time.perf_counter()
+        result = train(tcfg)
+        last = result.rows[-1] if result.rows else {}
+        arms[arm] = {"source": "trained now (--train)", "recipe": recipe, "run": str(run), "steps": tcfg.steps,
+                     "spec": f"hf:{result.final}", "train_seconds": time.perf_counter() - t0,
+                     "final_kl": last.get("kl"), "final_reward_mean": last.get("reward_mean")}
+    return arms
 
 
 def render_table(metrics: dict[str, Any]) -> str:
@@ -259,6 +319,12 @@ def render_report(metrics: dict[str, Any], cfg: DemoConfig) -> str:
             f"{a} {v:+.2f}" if v is not None else f"{a} undefined (oracle = no_ft)"
             for a, v in d["gap_closed_fraction"].items()) + ".", ""]
           if d.get("gap_closed_fraction") else []),
+        *([f"Trained arms: " + "; ".join(
+            f"{a} = `{v['spec']}`, {v['source']}" + (f" from {v['recipe']}, {v['steps']} steps in "
+                                                     f"{v['train_seconds'] / 60:.1f} min, last KL {v['final_kl']:.2f}"
+                                                     if v["source"] != "loaded" and v.get("final_kl") is not None
+                                                     else "")
+            for a, v in d["trained_arms"].items()) + ".", ""] if d.get("trained_arms") else []),
         "The win rates are judged by the reward itself (not independent of the optimisation target).", "",
         f"Selection-biased figure (NOT a result): mean R̂ of the chosen candidates on the very answers that chose "
         f"them = {d['selection_biased_r_hat_of_chosen']:.4f}. The table uses fresh answers instead.", "",

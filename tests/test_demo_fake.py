@@ -86,3 +86,15 @@ def test_trained_arms_and_gap_fraction(tmp_path):
     assert "gap closed" in (tmp_path / "demo" / "report.md").read_text()
     with pytest.raises(AlignProError, match="valid forms"):
         _cfg(tmp_path, oracle="gpt-9")
+
+
+def test_arms_showing_the_same_prompt_share_fresh_answers(tmp_path):
+    """Common random numbers: where ρ* keeps x itself, that prompt's closed-form answers ARE no_ft's answers."""
+    m = run_demo(_cfg(tmp_path, identity_prior=0.9, lam=1.0, n_prompts=12))
+    kept = [i for i, e in enumerate(m["examples"]) if e["kept_original"]]
+    changed = [i for i, e in enumerate(m["examples"]) if not e["kept_original"]]
+    assert kept and changed  # both cases occur at this prior
+    for i in kept:
+        e = m["examples"][i]
+        assert e["answer_align_pro"] == e["answer_no_ft"] and e["reward_align_pro"] == e["reward_no_ft"]
+    assert any(m["examples"][i]["answer_align_pro"] != m["examples"][i]["answer_no_ft"] for i in changed)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from alignpro.backends.fake import FakeReward, FakeTarget
 from alignpro.config import build_config
+from alignpro.errors import ConfigError
 from alignpro.train.checkpoint import read_jsonl
 from alignpro.train.config import TrainConfig
 from alignpro.train.loop import train
@@ -167,3 +169,32 @@ def test_two_processes_under_accelerate_hold_identical_parameters(tiny_model, tm
 
     final = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
     assert not torch.equal(final["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_demo_train_trains_both_arms_now_and_says_so(tiny_model, tmp_path):
+    """`alignpro demo --train`: both recipes run (same models and reward as the demo), both arms are evaluated,
+    and the report says they were trained now, from which recipe."""
+    from alignpro.demo import ALIGN_PRO, ORACLE, DemoConfig, run_demo
+
+    recipe = dict(batch_size=2, max_new_tokens=8, answer_max_new_tokens=8, epochs=1, lr=1e-3, num_threads=1,
+                  progress=False, save_every=1, generation_batch_size=4)
+    for role in ("prompter", "oracle"):
+        (tmp_path / f"{role}.yaml").write_text(yaml.safe_dump({**recipe, "role": role, "algo": "ppo", "steps": 5}))
+    cfg = build_config(DemoConfig, dict(
+        prompter=f"hf:{tiny_model}", target=f"hf:{tiny_model}", reward="fake", out=str(tmp_path / "demo"),
+        n_prompts=3, k=2, m=1, n_fresh=1, answer_max_new_tokens=8, batch_size=8, train=True, train_steps=2,
+        train_prompter_config=str(tmp_path / "prompter.yaml"), train_oracle_config=str(tmp_path / "oracle.yaml")))
+    threads = torch.get_num_threads()
+    m = run_demo(cfg)
+    torch.set_num_threads(threads)
+    assert {ALIGN_PRO, ORACLE} <= set(m["arms"])
+    for arm, role in ((ALIGN_PRO, "prompter"), (ORACLE, "oracle")):
+        info = m["diagnostics"]["trained_arms"][arm]
+        assert info["source"].startswith("trained now") and info["steps"] == 2
+        assert [r["step"] for r in read_jsonl(tmp_path / "demo" / f"train-{role}" / "metrics.jsonl")] == [1, 2]
+    assert "trained now" in (tmp_path / "demo" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="train_prompter_config"):
+        build_config(DemoConfig, dict(train=True, train_prompter_config=str(tmp_path / "missing.yaml")))
+    with pytest.raises(ConfigError, match="'train'"):
+        build_config(DemoConfig, dict(train=True, oracle="fake", train_prompter_config=str(tmp_path / "prompter.yaml"),
+                                      train_oracle_config=str(tmp_path / "oracle.yaml")))
