@@ -9,7 +9,7 @@ than half of a decode step. Here:
   already has probability 0), at the cost of a ``topk`` instead of a full sort;
 - **shared prefixes are encoded once** (:func:`plan_prefix`): rows that are the same conversation (the target
   answering one prompt M times) are prefilled once, and the longest common prefix of the batch (the prompter's
-  system prompt + few-shot examples, ~350 tokens; a chat template's default system prompt) is prefilled once
+  system prompt + few-shot examples, 220 of ~250 tokens; a chat template's default system prompt) is prefilled once
   and copied into every row's KV cache. Model inputs are the same tokens at the same positions; only where the
   padding sits changes (between the shared prefix and each row's suffix instead of on the left);
 - the log-prob of each sampled token at temperature 1 is one gather and one logsumexp, not a (B, T, V) logit

@@ -29,7 +29,7 @@ def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n
     and, if asked, the last hidden state at those positions (B, T, H).
 
     With ``share_prefix`` (and no gradient checkpointing, which cannot keep a KV cache), the tokens every row's
-    query starts with (the prompter's system prompt and few-shot examples, ~350 tokens) are encoded once at
+    query starts with (the prompter's system prompt and few-shot examples, 220 of ~250 tokens) are encoded once at
     batch 1 and their keys/values copied to every row (:func:`split_shared_prefix`): the same function of θ,
     gradients included, for a fraction of the FLOPs."""
     P = 0
