@@ -108,34 +108,45 @@ def cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
 
+def forward_after_shared_prefix(model: torch.nn.Module, prefix: Tensor, suffix_ids: Tensor, suffix_mask: Tensor,
+                                **model_kwargs) -> tuple[object, object, Tensor, Tensor]:
+    """Encode ``prefix`` (1, P) once, copy its keys/values to the N rows, then run the rows' suffixes (N, S), padded
+    between the prefix and each suffix (``suffix_mask`` 0 there). Differentiable (the copy is an index_select).
+    Returns the model output on the suffixes, the KV cache (N rows), the full mask (N, P+S) and the positions
+    (N, S). P may be 0."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    kv = {cache_kwarg(model): cache, "use_cache": True}
+    P = prefix.shape[1]
+    if P:
+        model(input_ids=prefix, **kv, logits_to_keep=1)
+        cache.reorder_cache(torch.zeros(len(suffix_ids), dtype=torch.long, device=suffix_ids.device))  # → N rows
+    mask = torch.cat([torch.ones_like(suffix_mask[:, :1]).expand(-1, P), suffix_mask], 1)  # (N, P+S)
+    positions = (P + suffix_mask.long().cumsum(1) - 1).clamp(min=0)  # (N, S)
+    out = model(input_ids=suffix_ids, attention_mask=mask, position_ids=positions, **kv, **model_kwargs)
+    return out, cache, mask, positions
+
+
 @torch.no_grad()
 def decode(model: torch.nn.Module, rows: Sequence[Sequence[int]], gen: GenerationConfig, *, eos_ids: set[int],
            pad_id: int, with_logprobs: bool = False, min_shared: int = MIN_SHARED_PREFIX) -> Decoded:
     """Sample one continuation per row of prompt token ids (unpadded), with a KV cache, in one batch."""
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # dropout is off in our policies anyway; eval mode also keeps use_cache on under checkpointing
     try:
         plan = plan_prefix(rows, min_shared)
-        cache = DynamicCache()
-        kv = {cache_kwarg(model): cache, "use_cache": True}
-        P = len(plan.shared)
-        if P:
-            model(input_ids=torch.tensor([plan.shared], device=device), **kv, logits_to_keep=1)
-            cache.reorder_cache(torch.zeros(len(plan.unique), dtype=torch.long, device=device))
         S = max(len(r) for r in plan.unique)
         suffix = torch.full((len(plan.unique), S), pad_id, dtype=torch.long)
         suffix_mask = torch.zeros((len(plan.unique), S), dtype=torch.long)
         for i, r in enumerate(plan.unique):  # pad on the left of each suffix, i.e. between prefix and suffix
             suffix[i, S - len(r):] = torch.tensor(r)
             suffix_mask[i, S - len(r):] = 1
-        suffix, suffix_mask = suffix.to(device), suffix_mask.to(device)
-        mask = torch.cat([torch.ones((len(plan.unique), P), dtype=torch.long, device=device), suffix_mask], 1)
-        positions = (P + suffix_mask.cumsum(1) - 1).clamp(min=0)
-        out = model(input_ids=suffix, attention_mask=mask, position_ids=positions, **kv,
-                    logits_to_keep=1)
+        prefix = torch.tensor([plan.shared], dtype=torch.long, device=device).reshape(1, -1)  # (1, P), P may be 0
+        out, cache, mask, positions = forward_after_shared_prefix(
+            model, prefix, suffix.to(device), suffix_mask.to(device), logits_to_keep=1)
+        kv = {cache_kwarg(model): cache, "use_cache": True}
         row_of = torch.tensor(plan.row_of, device=device)
         if len(plan.unique) != len(plan.row_of) or plan.row_of != sorted(plan.row_of):
             cache.reorder_cache(row_of)

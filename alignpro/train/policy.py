@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from alignpro.backends.base import GenerationConfig
-from alignpro.backends.decode import MIN_SHARED_PREFIX, cache_kwarg, decode
+from alignpro.backends.decode import MIN_SHARED_PREFIX, decode, forward_after_shared_prefix
 from alignpro.errors import AlignProError
 
 #: written next to the weights of ``RUN/final`` and ``RUN/final-adapter``: how they were trained.
@@ -39,18 +39,10 @@ def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, Q+T), left padding aware
         out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
                  output_hidden_states=hidden, logits_to_keep=n_response + 1)
-    else:
-        from transformers import DynamicCache
-
+    else:  # the prefix's keys/values stay a function of θ: gradients flow back through the copy
         prefix, suffix_ids, suffix_mask = split_shared_prefix(input_ids, attention_mask, P)
-        cache = DynamicCache()
-        kv = {cache_kwarg(lm): cache, "use_cache": True}
-        lm(input_ids=prefix, **kv, logits_to_keep=1)  # (1, P): the shared keys/values, still a function of θ
-        cache.reorder_cache(torch.zeros(len(input_ids), dtype=torch.long, device=input_ids.device))  # → B rows
-        mask = torch.cat([torch.ones_like(suffix_mask[:, :1]).expand(-1, P), suffix_mask], 1)  # (B, P+S)
-        position_ids = (P + suffix_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, S)
-        out = lm(input_ids=suffix_ids, attention_mask=mask, position_ids=position_ids, **kv,
-                 output_hidden_states=hidden, logits_to_keep=n_response + 1)
+        out = forward_after_shared_prefix(lm, prefix, suffix_ids, suffix_mask, output_hidden_states=hidden,
+                                          logits_to_keep=n_response + 1)[0]
     logits = out.logits[:, -(n_response + 1):-1]  # (B, T, V): position t predicts response token t
     h = out.hidden_states[-1][:, -(n_response + 1):-1] if hidden else None  # (B, T, H)
     return logits, h
