@@ -192,3 +192,41 @@ def test_jsonl_truncation_drops_later_and_torn_rows(tmp_path):
     assert truncate_jsonl(f, 3) == 3
     assert [r["step"] for r in read_jsonl(f)] == [1, 2, 3]
     assert json.loads(f.read_text().splitlines()[-1]) == {"step": 3}
+
+
+def test_identity_baseline_is_pi_f_mean_reward_on_x_computed_once_per_prompt():
+    from alignpro.backends.fake import FakeReward, FakeTarget
+    from alignpro.data import PromptRecord
+    from alignpro.templates import load_rewrite_template
+    from alignpro.train.roles import PrompterRole
+
+    class Counting(FakeTarget):
+        calls: list[list[str]] = []
+
+        def answer(self, prompts, **kw):
+            self.calls.append(list(prompts))
+            return super().answer(prompts, **kw)
+
+    target, reward = Counting(), FakeReward()
+    role = PrompterRole(str, load_rewrite_template("rewrite-default"), target, reward, m=2, baseline_m=4)
+    records = [PromptRecord("a", "please explain tides"), PromptRecord("b", "how do I boil an egg"),
+               PromptRecord("c", "please explain tides")]
+    b = role.identity_baselines(records, seed=5)
+    assert target.calls == [["please explain tides", "how do I boil an egg"]]  # each distinct x once
+    expected = [sum(reward.score([x] * 4, [a.text for a in row])) / 4
+                for x, row in zip(["please explain tides", "how do I boil an egg"],
+                                  FakeTarget().answer(["please explain tides", "how do I boil an egg"], n=4, seed=5))]
+    assert b.tolist() == pytest.approx([expected[0], expected[1], expected[0]])
+    assert role.identity_baselines(records[:2], seed=9).tolist() == pytest.approx(expected)
+    assert len(target.calls) == 1  # cached: no new answers
+    scored = role.score(records[:2], ["Hi!", "Hello:"], seed=1)
+    assert scored.baselines.tolist() == pytest.approx(expected) and "baseline_seconds" in scored.stats
+    plain = PrompterRole(str, load_rewrite_template("rewrite-default"), target, reward, m=2)
+    assert plain.score(records[:2], ["Hi!", "Hello:"], seed=1).baselines is None
+
+
+def test_baseline_m_is_for_the_prompter_only():
+    with pytest.raises(ConfigError, match="baseline_m"):
+        build_config(TrainConfig, {"role": "oracle", "baseline_m": 4})
+    with pytest.raises(ConfigError, match="baseline_m"):
+        build_config(TrainConfig, {"baseline_m": -1})

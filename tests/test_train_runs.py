@@ -25,7 +25,7 @@ from alignpro.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"seconds", "rollout_seconds", "reward_seconds", "update_seconds", "elapsed_seconds", "tokens_per_s",
-          "answer_seconds", "score_seconds"}
+          "answer_seconds", "score_seconds", "baseline_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,25 @@ def test_demo_train_trains_both_arms_now_and_says_so(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="'train'"):
         build_config(DemoConfig, dict(train=True, oracle="fake", train_prompter_config=str(tmp_path / "prompter.yaml"),
                                       train_oracle_config=str(tmp_path / "oracle.yaml")))
+
+
+def test_identity_baseline_is_restored_on_resume_and_logs_the_gain(tiny_model, tmp_path):
+    """baseline_m: b(x) is saved with the checkpoint, so a resumed run subtracts the same b(x) as a straight one."""
+    values = _args(tiny_model, tmp_path / "straight", steps=4, save_every=2, baseline_m=3)
+    threads = torch.get_num_threads()
+    straight = train(build_config(TrainConfig, values), target=FakeTarget(), reward=FakeReward())
+    train(build_config(TrainConfig, {**values, "out": str(tmp_path / "split"), "steps": 2}),
+          target=FakeTarget(), reward=FakeReward())
+    state = json.loads((tmp_path / "split" / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+    assert state["reward_baselines"] and all(0 <= b <= 1 for b in state["reward_baselines"].values())
+    split = str(tmp_path / "split")
+    resumed = train(build_config(TrainConfig, {**values, "out": split, "resume": split}),
+                    target=FakeTarget(), reward=FakeReward())
+    torch.set_num_threads(threads)
+    for a, b in zip(straight.rows[2:], resumed.rows, strict=True):
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    samples = read_jsonl(tmp_path / "straight" / "samples.jsonl")
+    for row, sample in zip(straight.rows, samples, strict=True):
+        assert math.isfinite(row["reward_gain_mean"]) and -1 <= row["reward_gain_mean"] <= 1
+        assert 0 <= sample["baseline"] <= 1
+    assert any(abs(r["reward_gain_mean"] - r["reward_mean"]) > 1e-6 for r in straight.rows)

@@ -55,6 +55,10 @@ class TrainConfig:
     batch_size: int = setting(8, "prompts per step on each process (rollouts per process = batch_size × k)")
     k: int = setting(0, "samples per prompt (0 = 1 for ppo, 4 for rloo/grpo); rloo and grpo need >= 2")
     m: int = setting(1, "M: answers of π_F per rewrite, averaged into the rewrite's reward (prompter role)")
+    baseline_m: int = setting(0, "prompter role: subtract b(x), π_F's mean reward on the ORIGINAL x over this many "
+                                 "answers (computed once per prompt), from each rewrite's reward, so the policy "
+                                 "learns the gain over x; a per-prompt constant, eq (9)'s optimum is unchanged "
+                                 "(0 = off)")
 
     # ---- the policy's sampling (rollouts)
     max_new_tokens: int = setting(0, "max tokens of a sampled response (0 = 48 for a rewrite, 64 for an answer)")
@@ -123,8 +127,8 @@ class TrainConfig:
                      "num_minibatches", "save_every", "keep_checkpoints", "generation_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
-        for name in ("n_prompts", "warmup_steps", "num_threads", "weight_decay", "max_grad_norm", "vf_coef",
-                     "top_k", "answer_top_k"):
+        for name in ("baseline_m", "n_prompts", "warmup_steps", "num_threads", "weight_decay", "max_grad_norm",
+                     "vf_coef", "top_k", "answer_top_k"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting '{name}' must be >= 0, got {getattr(self, name)}")
         if not self.algo.uses_critic and self.k < 2:
@@ -160,6 +164,9 @@ class TrainConfig:
                               "policy trained and its reference): smollm2 | hf:<id or path>, not 'fake'")
         if not self.out:
             raise ConfigError("setting 'out' (the run folder) must not be empty")
+        if self.baseline_m and self.role is not Role.PROMPTER:
+            raise ConfigError("setting 'baseline_m' applies to role 'prompter' only (it is π_F's reward on the "
+                              f"original x); got role '{self.role.value}'")
 
     @property
     def frozen(self) -> bool:

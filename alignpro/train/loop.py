@@ -155,7 +155,8 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     reward = reward or make_reward(cfg.reward)
     if cfg.role is Role.PROMPTER:
         target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.generation_batch_size)
-        role = PrompterRole(chat_prompt, load_rewrite_template(cfg.template), target, reward, cfg.m)
+        role = PrompterRole(chat_prompt, load_rewrite_template(cfg.template), target, reward, cfg.m,
+                            baseline_m=cfg.baseline_m)
     else:
         role = OracleRole(chat_prompt, reward)
 
@@ -187,6 +188,8 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt"))
         state = json.loads((ckpt / "trainer_state.json").read_text())
         kl_ctl.load_state_dict(state["kl_controller"])
+        if isinstance(role, PrompterRole):
+            role.baselines.update(state.get("reward_baselines", {}))
         rng_file = ckpt / f"rng-rank{rank}.pt"
         set_rng_state(torch.load(rng_file if rng_file.exists() else ckpt / "rng-rank0.pt", weights_only=False))
     policy, optimizer = accelerator.prepare(policy, optimizer)
@@ -223,6 +226,10 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         # ========================================================= 2. reward: r(x, y) against the original x
         scored = role.score(batch_records, texts, seed=step_seed(cfg.seed, step, rank, 1))
         scores = torch.tensor(scored.scores, dtype=torch.float32, device=device)  # (B,)
+        if scored.baselines is not None:  # the gain over x: r − b(x), a per-prompt constant shift
+            gains = scores - torch.tensor(scored.baselines, dtype=torch.float32, device=device)
+        else:
+            gains = scores
         t_reward = time.perf_counter()
 
         # =============================================== 3. log-probs (policy, reference) and values, no grad
@@ -244,7 +251,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         if cfg.frozen:  # λ = ∞: the optimum is π_ref itself; nothing to estimate or update
             est_rewards, advantages, returns = torch.zeros_like(kl), torch.zeros_like(kl), None
         else:
-            est = cfg.algo.estimate(scores, kl, mask, values, kl_coef=kl_coef, group_size=cfg.k, gamma=cfg.gamma,
+            est = cfg.algo.estimate(gains, kl, mask, values, kl_coef=kl_coef, group_size=cfg.k, gamma=cfg.gamma,
                                     lam=cfg.gae_lambda, whiten=cfg.whiten_advantages)
             est_rewards, advantages, returns = est.rewards, est.advantages, est.returns
         batch = RolloutBatch(enc["input_ids"], enc["attention_mask"], response_ids, response_mask, logprobs,
@@ -298,6 +305,8 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         seconds = time.perf_counter() - t_step
         state = {"step": step, "elapsed_seconds": state["elapsed_seconds"] + seconds,
                  "data_position": step * cfg.batch_size * world, "kl_controller": kl_ctl.state_dict()}
+        if isinstance(role, PrompterRole) and role.baseline_m:
+            state["reward_baselines"] = role.baselines  # process 0's b(x) cache; other processes recompute theirs
         local = {k: float(np.mean(v)) for k, v in upd.items()}
         local.update(entropy=float(entropy), **scored.stats)
         means = {k: float(v) for k, v in zip(local, accelerator.reduce(
@@ -308,6 +317,8 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
                "reward_std": float(all_scores.std()) if n > 1 else 0.0,
                "reward_stderr": float(all_scores.std() / math.sqrt(n)) if n > 1 else 0.0,
                "reward_n": n,
+               **({"reward_gain_mean": float(accelerator.gather(gains).mean())} if scored.baselines is not None
+                  else {}),
                "kl": float(all_kl.mean()), "kl_k3": float(all_k3.mean()), "kl_coef": kl_coef,
                **means,
                "response_tokens": float(all_len.mean()),
@@ -320,7 +331,9 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
             append_jsonl(run / METRICS, row)
             append_jsonl(run / SAMPLES, {"step": step, "prompt": batch_records[0].text, "response": texts[0],
                                          "shown_to_target": scored.shown[0], "answer": scored.answers[0],
-                                         "reward": float(scored.scores[0])})
+                                         "reward": float(scored.scores[0]),
+                                         **({"baseline": float(scored.baselines[0])}
+                                            if scored.baselines is not None else {})})
         rows.append(row)
         bar.update(1)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.2f}", refresh=False)

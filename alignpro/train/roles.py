@@ -25,15 +25,37 @@ class Scored:
     scores: np.ndarray  #: (B,) reward of each response
     shown: list[str]  #: (B,) what the target saw (x′ for the prompter, x for the oracle)
     answers: list[str]  #: (B,) one answer per response (the first of the M for the prompter)
+    baselines: np.ndarray | None = None  #: (B,) b(x) subtracted from ``scores`` for the advantages, or None
     stats: dict[str, float] = field(default_factory=dict)  #: role-specific numbers for the metrics row
 
 
 class PrompterRole:
-    """ρ's action is the rewrite x′; its reward is E_{y~π_F(·|x′)} r(x, y), estimated with M answers."""
+    """ρ's action is the rewrite x′; its reward is E_{y~π_F(·|x′)} r(x, y), estimated with M answers.
+
+    With ``baseline_m`` > 0 each prompt also gets b(x) = the mean of r(x, y) over ``baseline_m`` answers of π_F to
+    x itself (what no_ft earns), computed the first time the prompt is drawn and kept in ``baselines`` (saved with
+    the checkpoints). The loop subtracts it before the advantages: a constant per prompt, so it leaves the optimum
+    of eq (9) unchanged, but PPO's value head no longer has to learn each prompt's reward level, and the signal
+    left is the gain of the rewrite over x.
+    """
 
     def __init__(self, chat_prompt: Callable[[list[dict[str, str]]], str], template: RewriteTemplate,
-                 target: Target, reward: RewardModel, m: int) -> None:
+                 target: Target, reward: RewardModel, m: int, baseline_m: int = 0) -> None:
         self.chat_prompt, self.template, self.target, self.reward, self.m = chat_prompt, template, target, reward, m
+        self.baseline_m = baseline_m
+        self.baselines: dict[str, float] = {}  #: x → b(x)
+
+    def identity_baselines(self, records: Sequence[PromptRecord], seed: int) -> np.ndarray:
+        """(B,) b(x) for each record, answering (once, ``baseline_m`` times) the prompts not seen before."""
+        new = list(dict.fromkeys(r.text for r in records if r.text not in self.baselines))
+        if new:
+            systems = {r.text: r.system for r in records}
+            answers = self.target.answer(new, n=self.baseline_m, seed=seed, systems=[systems[x] for x in new])
+            flat = self.reward.score([x for x in new for _ in range(self.baseline_m)],
+                                     [a.text for row in answers for a in row])
+            means = np.asarray(flat, dtype=float).reshape(len(new), self.baseline_m).mean(axis=1)
+            self.baselines.update(zip(new, means.tolist()))
+        return np.array([self.baselines[r.text] for r in records])
 
     def queries(self, records: Sequence[PromptRecord]) -> list[str]:
         return [self.chat_prompt(self.template.messages(r.text)) for r in records]
@@ -48,10 +70,14 @@ class PrompterRole:
         flat = self.reward.score(originals, [a.text for row in answers for a in row])
         t2 = time.perf_counter()
         scores = np.asarray(flat, dtype=float).reshape(len(records), self.m).mean(axis=1)
-        return Scored(scores, rewrites, [row[0].text for row in answers],
-                      {"parsed_frac": float(np.mean([ok for _, ok in parsed])),
-                       "answer_tokens": float(np.mean([a.n_tokens for row in answers for a in row])),
-                       "answer_seconds": t1 - t0, "score_seconds": t2 - t1})
+        stats = {"parsed_frac": float(np.mean([ok for _, ok in parsed])),
+                 "answer_tokens": float(np.mean([a.n_tokens for row in answers for a in row])),
+                 "answer_seconds": t1 - t0, "score_seconds": t2 - t1}
+        baselines = None
+        if self.baseline_m:
+            baselines = self.identity_baselines(records, seed + 1)
+            stats["baseline_seconds"] = time.perf_counter() - t2
+        return Scored(scores, rewrites, [row[0].text for row in answers], stats=stats, baselines=baselines)
 
 
 class OracleRole:
