@@ -50,7 +50,7 @@ class DemoConfig:
     m: int = setting(4, "M: answers per candidate used to estimate R̂(x, x′)")
     lam: float = setting(0.01, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")
-    n_fresh: int = setting(8, "fresh answers per prompt used to score each arm")
+    n_fresh: int = setting(12, "fresh answers per prompt used to score each arm (the s.e. falls as 1/√n_fresh)")
     answer_max_new_tokens: int = setting(64, "max new tokens of π_F's answers")
     temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
     top_p: float = setting(0.6, "π_F's nucleus top_p (paper: 0.6)")
