@@ -230,3 +230,15 @@ def test_baseline_m_is_for_the_prompter_only():
         build_config(TrainConfig, {"role": "oracle", "baseline_m": 4})
     with pytest.raises(ConfigError, match="baseline_m"):
         build_config(TrainConfig, {"baseline_m": -1})
+
+
+def test_identity_baseline_tells_system_prompts_apart():
+    from alignpro.backends.fake import FakeReward, FakeTarget
+    from alignpro.data import PromptRecord
+    from alignpro.templates import load_rewrite_template
+    from alignpro.train.roles import PrompterRole
+
+    role = PrompterRole(str, load_rewrite_template("rewrite-default"), FakeTarget(), FakeReward(), m=1, baseline_m=2)
+    same = [PromptRecord("a", "explain tides"), PromptRecord("b", "explain tides", system="You are a poet.")]
+    role.identity_baselines(same, seed=0)
+    assert len(role.baselines) == 2

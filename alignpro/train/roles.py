@@ -43,19 +43,22 @@ class PrompterRole:
                  target: Target, reward: RewardModel, m: int, baseline_m: int = 0) -> None:
         self.chat_prompt, self.template, self.target, self.reward, self.m = chat_prompt, template, target, reward, m
         self.baseline_m = baseline_m
-        self.baselines: dict[str, float] = {}  #: x → b(x)
+        self.baselines: dict[str, float] = {}  #: x (with its system prompt, if any) → b(x)
 
     def identity_baselines(self, records: Sequence[PromptRecord], seed: int) -> np.ndarray:
         """(B,) b(x) for each record, answering (once, ``baseline_m`` times) the prompts not seen before."""
-        new = list(dict.fromkeys(r.text for r in records if r.text not in self.baselines))
-        if new:
-            systems = {r.text: r.system for r in records}
-            answers = self.target.answer(new, n=self.baseline_m, seed=seed, systems=[systems[x] for x in new])
-            flat = self.reward.score([x for x in new for _ in range(self.baseline_m)],
+        def key(r: PromptRecord) -> str:  # a JSON key: the same question under another system prompt is another x
+            return r.text if r.system is None else f"{r.system}\x00{r.text}"
+
+        todo = list({key(r): r for r in records if key(r) not in self.baselines}.values())
+        if todo:
+            answers = self.target.answer([r.text for r in todo], n=self.baseline_m, seed=seed,
+                                         systems=[r.system for r in todo])
+            flat = self.reward.score([r.text for r in todo for _ in range(self.baseline_m)],
                                      [a.text for row in answers for a in row])
-            means = np.asarray(flat, dtype=float).reshape(len(new), self.baseline_m).mean(axis=1)
-            self.baselines.update(zip(new, means.tolist()))
-        return np.array([self.baselines[r.text] for r in records])
+            means = np.asarray(flat, dtype=float).reshape(len(todo), self.baseline_m).mean(axis=1)
+            self.baselines.update(zip(map(key, todo), means.tolist()))
+        return np.array([self.baselines[key(r)] for r in records])
 
     def queries(self, records: Sequence[PromptRecord]) -> list[str]:
         return [self.chat_prompt(self.template.messages(r.text)) for r in records]
