@@ -135,7 +135,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     print(f"alignpro demo: {len(prompts)} prompts from {cfg.prompts} ({loaded.skipped} bad rows skipped); "
           f"K={cfg.k}, M={cfg.m}, λ={cfg.lam}, α={cfg.identity_prior}; writing {out}")
     prompter = prompter or make_prompter(cfg.prompter, cfg.template, batch_size=cfg.batch_size)
-    reward = reward or make_reward(cfg.reward)
+    reward = reward or make_reward(cfg.reward, records)
     chunk = max(1, cfg.batch_size // max(cfg.n_fresh, 1))
 
     # ---- (1) no fine-tuning: π_F answers x --------------------------------------------------------------

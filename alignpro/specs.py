@@ -10,6 +10,9 @@ Model specs (prompter ρ and target π_F):
   The last three take backend options after ``?``: ``openai:m@http://127.0.0.1:8001/v1?no_key=true&concurrency=32``.
 Reward specs:
   - ``builtin``                 MiniLM relevance + VADER tone, in [0, 1] (see alignpro.rewards.builtin)
+  - ``ifeval``                  fraction of the original prompt's IFEval instructions followed (alignpro.rewards.ifeval);
+                                needs the prompt records (instruction_id_list, kwargs)
+  - ``A+B``, ``0.75*A+0.25*B``  a weighted sum of the above (alignpro.rewards.mix), e.g. ``ifeval+builtin``
   - ``hf:<hub id or local path>`` a sequence-classification reward model
   - ``python:<module>:<function>`` any callable (prompts, answers) -> list[float]
   - ``fake``                    the deterministic test double
@@ -27,7 +30,10 @@ MODEL_SPEC_FORMS = ("smollm2", "hf:<hub id or local path>", "fake", "openai:<mod
                     "vllm:<hub id or path>[?options]", "gguf:<path>[?options]")
 #: kinds that can only answer (π_F): they give no token log-probs to train a prompter with
 TARGET_ONLY_KINDS = ("openai", "vllm", "gguf")
-REWARD_SPEC_FORMS = ("builtin", "hf:<hub id or local path>", "python:<module>:<function>", "fake")
+REWARD_SPEC_FORMS = ("builtin", "ifeval", "hf:<hub id or local path>", "python:<module>:<function>", "fake",
+                     "a weighted sum such as ifeval+builtin or 0.75*ifeval+0.25*builtin")
+#: rewards that score an answer against the prompt's record (its instructions), not only its text
+RECORD_REWARDS = ("ifeval",)
 
 #: Sampling config for the prompter's rewrites (a rewrite should stay close to the prompt; answers use the paper's).
 DEFAULT_REWRITE_CONFIG = GenerationConfig(max_new_tokens=48, temperature=0.8, top_p=0.95, top_k=50)
@@ -151,22 +157,51 @@ def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationC
     return HFPrompter(load_causal_lm(ms, batch_size=batch_size), tpl, gen or DEFAULT_REWRITE_CONFIG, name=spec)
 
 
-def check_reward_spec(spec: str) -> str:
-    """Validate the form of a reward spec without loading anything."""
-    spec = spec.strip()
-    ok = spec in ("builtin", "fake") or (spec.startswith("hf:") and spec[3:].strip()) or (
+def _check_single_reward(spec: str, whole: str) -> str:
+    ok = spec in ("builtin", "fake", "ifeval") or (spec.startswith("hf:") and spec[3:].strip()) or (
         spec.startswith("python:") and len(spec.split(":")) == 3 and all(spec.split(":")[1:]))
     if not ok:
-        raise AlignProError(f"invalid reward spec '{spec}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
+        raise AlignProError(f"invalid reward spec '{whole}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
     return spec
 
 
-def make_reward(spec: str):
+def check_reward_spec(spec: str) -> str:
+    """Validate the form of a reward spec without loading anything."""
+    spec = spec.strip()
+    if "+" in spec:
+        from alignpro.rewards.mix import parse_mix
+
+        for term in parse_mix(spec):
+            _check_single_reward(term.spec, spec)
+        return spec
+    return _check_single_reward(spec, spec)
+
+
+def reward_needs_records(spec: str) -> bool:
+    """Whether the reward looks up each prompt's record (its IFEval instructions)."""
+    from alignpro.rewards.mix import parse_mix
+
+    return any(t.spec in RECORD_REWARDS for t in parse_mix(check_reward_spec(spec)))
+
+
+def make_reward(spec: str, records=None):
+    """The reward for ``spec``; ``records`` (the prompt records it will score) are needed by ``ifeval``."""
     spec = check_reward_spec(spec)
+    if "+" in spec:
+        from alignpro.rewards.mix import MixedReward, parse_mix
+
+        return MixedReward([(t.weight, make_reward(t.spec, records)) for t in parse_mix(spec)], name=spec)
     if spec == "builtin":
         from alignpro.rewards.builtin import BuiltinReward
 
         return BuiltinReward()
+    if spec == "ifeval":
+        from alignpro.rewards.ifeval import IFEvalReward
+
+        if records is None:
+            raise AlignProError("reward 'ifeval' needs the prompt records it will score (their IFEval "
+                                "instructions); this command does not pass prompt records to its reward")
+        return IFEvalReward(records)
     if spec == "fake":
         from alignpro.backends.fake import FakeReward
 

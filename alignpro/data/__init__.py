@@ -1,7 +1,8 @@
-"""Prompt data: the builtin prompt set, local prompt files and the paper's Hugging Face datasets.
+"""Prompt data: the builtin prompt sets, local prompt files and the paper's Hugging Face datasets.
 
-Importing this package does not import ``datasets``; only :func:`load_hf_prompts` (and :func:`load_prompts`
-on a Hugging Face source) does.
+Importing this package imports neither ``datasets`` nor IFEval's checkers (``if_verifiable``): only
+:func:`load_hf_prompts` (and :func:`load_prompts` on a Hugging Face source) imports ``datasets``, and only rows
+that carry IFEval instructions import ``if_verifiable``.
 """
 
 from alignpro.data.prompts import (
@@ -9,8 +10,10 @@ from alignpro.data.prompts import (
     PAPER_DATASETS,
     PROMPT_FILE_SUFFIXES,
     DatasetSpec,
+    Instruction,
     LoadResult,
     PromptRecord,
+    builtin_ifeval_prompts,
     builtin_prompts,
     load_hf_prompts,
     load_prompt_file,
@@ -22,8 +25,10 @@ __all__ = [
     "PAPER_DATASETS",
     "PROMPT_FILE_SUFFIXES",
     "DatasetSpec",
+    "Instruction",
     "LoadResult",
     "PromptRecord",
+    "builtin_ifeval_prompts",
     "builtin_prompts",
     "load_hf_prompts",
     "load_prompt_file",

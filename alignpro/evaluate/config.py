@@ -24,7 +24,7 @@ from pathlib import Path
 from alignpro.backends.base import GenerationConfig
 from alignpro.config import setting
 from alignpro.errors import AlignProError, ConfigError
-from alignpro.specs import DEFAULT_REWRITE_CONFIG, REWARD_SPEC_FORMS, TARGET_ONLY_KINDS, parse_model_spec
+from alignpro.specs import DEFAULT_REWRITE_CONFIG, TARGET_ONLY_KINDS, parse_model_spec
 
 #: the evaluation's metrics.json schema; bump when its shape changes
 SCHEMA_VERSION = 1
@@ -291,15 +291,18 @@ def _parse_dataset_options(entries: list[str], datasets: dict[str, str], problem
 
 
 def _check_reward_spec(spec: str, problems: list[str]) -> None:
-    s = spec.strip()
-    ok = s in ("builtin", "fake") or (s.startswith("hf:") and s[3:].strip())
-    if s.startswith("python:"):
-        parts = s.split(":")
-        ok = len(parts) == 3 and all(parts[1:])
-        if ok and importlib.util.find_spec(parts[1]) is None:
-            problems.append(f"reward '{s}': module '{parts[1]}' cannot be found")
-    if not ok:
-        problems.append(f"invalid reward spec '{spec}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
+    from alignpro.rewards.mix import parse_mix
+    from alignpro.specs import check_reward_spec
+
+    try:
+        check_reward_spec(spec)
+    except AlignProError as exc:
+        problems.append(str(exc))
+        return
+    for term in parse_mix(spec.strip()):
+        parts = term.spec.split(":")
+        if parts[0] == "python" and importlib.util.find_spec(parts[1]) is None:
+            problems.append(f"reward '{term.spec}': module '{parts[1]}' cannot be found")
 
 
 # ---------------------------------------------------------------------------------------------------------------

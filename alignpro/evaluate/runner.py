@@ -45,8 +45,9 @@ SEED_OFFSET = {"no_ft": 100, "fresh_closed_form": 200, "align_pro_rewrite": 300,
                "oracle": 500, "rollout": 1000}
 
 
-def default_loader(cfg: EvaluateConfig) -> Loader:
-    """(role, spec) -> backend, through :mod:`alignpro.specs` (the one place specs are resolved)."""
+def default_loader(cfg: EvaluateConfig, records: Any = None) -> Loader:
+    """(role, spec) -> backend, through :mod:`alignpro.specs` (the one place specs are resolved). ``records``: the
+    prompt records a record-based reward (``ifeval``) scores."""
 
     def load(role: str, spec: str) -> Any:
         from alignpro import specs
@@ -56,7 +57,7 @@ def default_loader(cfg: EvaluateConfig) -> Loader:
         if role == "target":
             return specs.make_target(spec, cfg.answer_gen, batch_size=cfg.batch_size)
         if role == "reward":
-            return specs.make_reward(spec)
+            return specs.make_reward(spec, records)
         if role == "judge_lm":
             return specs.load_causal_lm(spec, batch_size=cfg.batch_size)
         raise ValueError(f"unknown backend role '{role}'")
@@ -104,7 +105,7 @@ class Evaluation:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache = DiskCache(cfg.cache_path)
-        self.pool = ModelPool(loader or default_loader(cfg))
+        self.pool = ModelPool(loader or default_loader(cfg, [r for rs in self.plan.prompts.values() for r in rs]))
         self.fp: dict[str, str] = {}
         self.runs: list[CellRun] = []
         self.judge_usage: dict[str, dict] = {}

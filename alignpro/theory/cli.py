@@ -267,7 +267,8 @@ def estimate_command(config: EstimateConfig) -> int:
     from alignpro.templates import load_rewrite_template
     from alignpro.theory.estimate import QUANTITIES, KLEstimator, estimate_theorem1
 
-    reward = make_reward(config.reward)
+    records = load_prompts(config.prompts).records
+    reward = make_reward(config.reward, records)
     if config.r_max is not None:
         r_max, r_max_source = config.r_max, "--r-max"
     elif getattr(reward, "r_max", None) is not None:
@@ -276,7 +277,6 @@ def estimate_command(config: EstimateConfig) -> int:
         raise ConfigError(f"the reward '{config.reward}' declares no r_max: pass --r-max R (Theorem 1 assumes "
                           "r ∈ [0, r_max])")
     template = load_rewrite_template(config.template)
-    records = load_prompts(config.prompts).records
     prompts = [r.text for r in (records[:config.n_prompts] if config.n_prompts else records)]
     models: dict[str, object] = {}  # spec -> HFCausalLM: one copy per distinct spec (nothing is trained here)
     for spec in (config.prompter, config.reference, config.target):

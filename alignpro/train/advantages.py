@@ -1,4 +1,5 @@
 """Advantage estimators: ``gae`` (PPO with a value head), ``rloo`` and ``grpo`` (critic-free, opt-in).
+``distill`` (:mod:`alignpro.train.distill`) has none: it weights its samples by eq (10) instead.
 
 The pure equations are :func:`gae`, :func:`rloo` and :func:`grpo`. Each algorithm also has one ``estimate_*``
 function with the same signature, which turns a rollout's scores r(x, y), per-token KL k1 and values into
@@ -118,9 +119,13 @@ class Algo(enum.Enum):
     PPO = "ppo"
     RLOO = "rloo"
     GRPO = "grpo"
+    DISTILL = "distill"  #: ρ* distillation (alignpro.train.distill): weights of eq (10), not advantages
 
     @property
     def estimate(self) -> Callable[..., Estimate]:
+        if self is Algo.DISTILL:
+            raise ValueError("distill has no advantage estimator: its per-rollout weights come from eq (10) "
+                             "(alignpro.train.distill.distill_weights)")
         return {Algo.PPO: estimate_ppo, Algo.RLOO: estimate_rloo, Algo.GRPO: estimate_grpo}[self]
 
     @property

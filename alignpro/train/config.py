@@ -34,7 +34,8 @@ class TrainConfig:
     role: Role = setting(Role.PROMPTER, "prompter: train ρ (init ρ_sft) on the reward of π_F's answer to its "
                                         "rewrite (eq 9); oracle: RLHF-train a copy of π_F itself (eq 2)")
     algo: Algo = setting(Algo.PPO, "ppo: value head + GAE + clipped surrogate (the paper's); rloo, grpo: "
-                                   "critic-free, opt-in")
+                                   "critic-free, opt-in; distill: ρ* distillation, the weighted log-likelihood "
+                                   "of K samples under eq (10)'s weights with λ = kl_coef (kl_control fixed)")
     steps: int = setting(100, "training steps; each = one rollout batch, then `epochs` passes of updates on it")
     out: str = setting("runs/train", "run folder: config.yaml, metrics.jsonl, samples.jsonl, checkpoints/, final/")
     resume: str | None = setting(None, "continue the run in this folder from its last complete checkpoint "
@@ -53,12 +54,14 @@ class TrainConfig:
     prompts: str = setting("builtin:train", "training prompts: builtin:train | file.jsonl | file.csv | hf:<id>")
     n_prompts: int = setting(0, "use the first N prompts (0 = all)")
     batch_size: int = setting(8, "prompts per step on each process (rollouts per process = batch_size × k)")
-    k: int = setting(0, "samples per prompt (0 = 1 for ppo, 4 for rloo/grpo); rloo and grpo need >= 2")
+    k: int = setting(0, "samples per prompt (0 = 1 for ppo, 4 for rloo/grpo/distill); rloo, grpo, distill need >= 2")
     m: int = setting(1, "M: answers of π_F per rewrite, averaged into the rewrite's reward (prompter role)")
     baseline_m: int = setting(0, "prompter role: subtract b(x), π_F's mean reward on the ORIGINAL x over this many "
                                  "answers (computed once per prompt), from each rewrite's reward, so the policy "
                                  "learns the gain over x; a per-prompt constant, eq (9)'s optimum is unchanged "
-                                 "(0 = off)")
+                                 "(0 = off); distill uses b(x) as R̂(x, x) of the identity candidate")
+    identity_prior: float = setting(0.0, "distill: α, ρ_sft's mass on keeping x itself (eq 10's identity "
+                                         "candidate, as in the closed form); needs baseline_m >= 1 (prompter role)")
 
     # ---- the policy's sampling (rollouts)
     max_new_tokens: int = setting(0, "max tokens of a sampled response (0 = 48 for a rewrite, 64 for an answer)")
@@ -121,6 +124,9 @@ class TrainConfig:
             self.out = self.resume
         if self.k == 0:
             self.k = 1 if self.algo is Algo.PPO else 4
+        if self.algo is Algo.DISTILL and self.k < 2:
+            raise ConfigError(f"setting 'k' must be >= 2 for algo 'distill' (ρ* is formed over each prompt's K "
+                              f"samples), got {self.k}")
         if self.max_new_tokens == 0:
             self.max_new_tokens = 48 if self.role is Role.PROMPTER else 64
         for name in ("steps", "batch_size", "k", "m", "max_new_tokens", "answer_max_new_tokens", "epochs",
@@ -164,6 +170,16 @@ class TrainConfig:
                               "policy trained and its reference): smollm2 | hf:<id or path>, not 'fake'")
         if not self.out:
             raise ConfigError("setting 'out' (the run folder) must not be empty")
+        if self.algo is Algo.DISTILL:
+            if self.kl_control is not KLControl.FIXED:
+                raise ConfigError("algo 'distill' uses kl_coef as eq (10)'s λ in its weights; set kl_control: fixed")
+            if not 0 <= self.identity_prior < 1:
+                raise ConfigError(f"setting 'identity_prior' must be in [0, 1), got {self.identity_prior}")
+            if self.identity_prior > 0 and (self.role is not Role.PROMPTER or not self.baseline_m):
+                raise ConfigError("setting 'identity_prior' > 0 needs role 'prompter' and baseline_m >= 1 (R̂(x, x) "
+                                  "of the identity candidate is π_F's mean reward on x)")
+        elif self.identity_prior:
+            raise ConfigError(f"setting 'identity_prior' applies to algo 'distill' only, got algo '{self.algo.value}'")
         if self.baseline_m and self.role is not Role.PROMPTER:
             raise ConfigError("setting 'baseline_m' applies to role 'prompter' only (it is π_F's reward on the "
                               f"original x); got role '{self.role.value}'")

@@ -1,6 +1,7 @@
 """The one training loop, for both roles and all three algorithms. Read it top to bottom:
 
     setup → for each step: 1 rollout → 2 reward → 3 log-probs, values → 4 KL and advantages → 5 clipped update
+          (distill: 4 ρ*'s weights of eq (10) → 5 weighted log-likelihood)
           → 6 KL controller → 7 log → 8 checkpoint → export RUN/final
 
 Notation: the policy π_θ is the prompter ρ (role ``prompter``, eq 9) or a trainable copy of π_F (role ``oracle``,
@@ -30,7 +31,9 @@ from alignpro.errors import AlignProError
 from alignpro.train.checkpoint import (append_jsonl, atomic_write_text, begin_checkpoint, finish_checkpoint,
                                        latest_checkpoint, prune_checkpoints, rng_state, set_rng_state,
                                        torch_save, truncate_jsonl)
+from alignpro.train.advantages import Algo
 from alignpro.train.config import Role, TrainConfig
+from alignpro.train.distill import distill_weights, sequence_log_ratio, weight_entropy, weighted_nll, weights_to_tensor
 from alignpro.train.kl import k1, k3, make_kl_controller
 from alignpro.train.losses import (clipped_policy_loss, clipped_value_loss, entropy_from_logits,
                                    logprobs_from_logits, masked_mean)
@@ -152,7 +155,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     policy = PolicyWithValueHead(lm, value_head=cfg.algo.uses_critic)
     disable_dropout(policy)  # rollout and update log-probs come from the same deterministic function
     eos_ids, pad_id = eos_token_ids(tokenizer, lm), tokenizer.pad_token_id
-    reward = reward or make_reward(cfg.reward)
+    reward = reward or make_reward(cfg.reward, records)
     if cfg.role is Role.PROMPTER:
         target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.generation_batch_size)
         role = PrompterRole(chat_prompt, load_rewrite_template(cfg.template), target, reward, cfg.m,
@@ -248,8 +251,19 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         # ============================================================ 4. KL to the reference and advantages
         kl = k1(logprobs, ref_logprobs) * mask  # (B, T) per-token k1
         seq_kl, seq_k3 = kl.sum(1), (k3(logprobs, ref_logprobs) * mask).sum(1)  # (B,) KL(π_θ‖π_ref) estimates
+        distill_stats: dict[str, float] = {}
         if cfg.frozen:  # λ = ∞: the optimum is π_ref itself; nothing to estimate or update
             est_rewards, advantages, returns = torch.zeros_like(kl), torch.zeros_like(kl), None
+        elif cfg.algo is Algo.DISTILL:  # ρ*'s weights on the K samples (eq 10); gains: R̂ − b(x), so R̂(x, x) ↦ 0
+            n_prompts = len(gains) // cfg.k
+            lm_w, id_w = distill_weights(gains.view(n_prompts, cfg.k).cpu().numpy(),
+                                         sequence_log_ratio(ref_logprobs, logprobs, mask).view(
+                                             n_prompts, cfg.k).cpu().numpy(),
+                                         kl_coef, cfg.identity_prior, np.zeros(n_prompts))
+            est_rewards, returns = torch.zeros_like(kl), None
+            advantages = weights_to_tensor(lm_w, kl).unsqueeze(1) * mask  # (B, T): the candidate's weight per token
+            distill_stats = {"identity_weight": float(id_w.mean()),
+                             "weight_entropy": weight_entropy(np.concatenate([id_w[:, None], lm_w], axis=1))}
         else:
             est = cfg.algo.estimate(gains, kl, mask, values, kl_coef=kl_coef, group_size=cfg.k, gamma=cfg.gamma,
                                     lam=cfg.gae_lambda, whiten=cfg.whiten_advantages)
@@ -271,11 +285,16 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
                         logits, new_values = policy(mb.input_ids, mb.attention_mask, T)
                     new_logp = logprobs_from_logits(logits, mb.response_ids, cfg.temperature)  # (b, T)
                     del logits
-                    pg_loss, clip_frac, approx_kl = clipped_policy_loss(new_logp, mb.logprobs, mb.advantages,
-                                                                        mb_mask, cfg.cliprange)
-                    loss = pg_loss
-                    stats = {"policy_loss": pg_loss.item(), "clip_frac": clip_frac.item(),
-                             "approx_kl": approx_kl.item()}
+                    if cfg.algo is Algo.DISTILL:  # a step on KL(ρ* ‖ ρ_θ): the weighted log-likelihood
+                        loss = weighted_nll(new_logp, mb.advantages, mb_mask, len(idx) / cfg.k)
+                        stats = {"distill_loss": loss.item(),
+                                 "approx_kl": masked_mean(mb.logprobs - new_logp, mb_mask).item()}
+                    else:
+                        pg_loss, clip_frac, approx_kl = clipped_policy_loss(new_logp, mb.logprobs, mb.advantages,
+                                                                            mb_mask, cfg.cliprange)
+                        loss = pg_loss
+                        stats = {"policy_loss": pg_loss.item(), "clip_frac": clip_frac.item(),
+                                 "approx_kl": approx_kl.item()}
                     if cfg.algo.uses_critic:
                         vf_loss, vf_clip = clipped_value_loss(new_values.float(), mb.values, mb.returns, mb_mask,
                                                               cfg.cliprange_value)
@@ -308,7 +327,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         if isinstance(role, PrompterRole) and role.baseline_m:
             state["reward_baselines"] = role.baselines  # process 0's b(x) cache; other processes recompute theirs
         local = {k: float(np.mean(v)) for k, v in upd.items()}
-        local.update(entropy=float(entropy), **scored.stats)
+        local.update(entropy=float(entropy), **scored.stats, **distill_stats)
         means = {k: float(v) for k, v in zip(local, accelerator.reduce(
             torch.tensor(list(local.values()), dtype=torch.float64, device=device), "mean").tolist())}
         n = len(all_scores)
