@@ -27,6 +27,7 @@ from alignpro.method import composed_rollout, kl_to_prior, optimal_prompter_weig
 from alignpro.metrics import arm_stats, reward_win_rate
 
 NO_FT, CLOSED_FORM, REWRITES_ONLY = "no_ft", "align_pro_closed_form", "align_pro_closed_form_rewrites_only"
+CLOSED_FORM_TRAINED = "align_pro_closed_form_trained"
 ALIGN_PRO, ORACLE = "align_pro", "oracle"
 
 
@@ -63,6 +64,11 @@ class DemoConfig:
     train_prompter_config: str = setting("configs/train-prompter-ppo.yaml", "--train: the prompter's recipe (YAML)")
     train_oracle_config: str = setting("configs/train-oracle-ppo.yaml", "--train: the oracle's recipe (YAML)")
     train_steps: int = setting(0, "--train: override the recipes' steps (0 = the recipes' own)")
+    closed_form_over_trained: bool = setting(True, "with a trained prompter: also the closed form (eq 10) with the "
+                                                   "trained prompter as its proposal (arm "
+                                                   "'align_pro_closed_form_trained', same K, M, λ, α)")
+    guard_reward: str = setting("", "also score every arm's answers with this reward (are they still on "
+                                           "topic?) and report it per arm; '' = off, skipped when it is the reward")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
     batch_size: int = setting(128, "generation batch size")
     n_examples: int = setting(6, "examples shown in report.md")
@@ -84,6 +90,8 @@ class DemoConfig:
         from alignpro.specs import check_reward_spec, parse_model_spec
 
         parse_model_spec(self.prompter), parse_model_spec(self.target), check_reward_spec(self.reward)
+        if self.guard_reward:
+            check_reward_spec(self.guard_reward)
         for name in ("trained_prompter", "oracle"):
             if getattr(self, name):
                 parse_model_spec(getattr(self, name))
@@ -202,6 +210,18 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
         trained = make_prompter(cfg.trained_prompter, cfg.template, batch_size=cfg.batch_size)
         chosen[ALIGN_PRO] = [s.rewrites[0].text for s in trained.rewrite(prompts, 1, seed=cfg.seed + 300)]
         answer_arm(ALIGN_PRO, chosen[ALIGN_PRO], cfg.seed + 400)
+        if cfg.closed_form_over_trained:  # eq (10) with the trained ρ as the proposal (and its prior)
+            t_rollouts = []
+            for a, b in tqdm(_chunks(len(prompts), c_chunk), desc="trained rewrites + R̂", unit="batch"):
+                t_rollouts.append(composed_rollout(prompts[a:b], trained, target, reward, k=cfg.k, m=cfg.m,
+                                                   identity_prior=cfg.identity_prior, seed=cfg.seed + 2000 + a))
+            t_cands = [c for r in t_rollouts for c in r.candidates]
+            t_w = optimal_prompter_weights(np.concatenate([r.r_hat for r in t_rollouts]), t_rollouts[0].log_prior,
+                                           cfg.lam)
+            t_idx = sample_candidates(t_w, rng)
+            chosen[CLOSED_FORM_TRAINED] = [t_cands[i][j] for i, j in enumerate(t_idx)]
+            kl[CLOSED_FORM_TRAINED] = float(kl_to_prior(t_w, t_rollouts[0].log_prior).mean())
+            answer_arm(CLOSED_FORM_TRAINED, chosen[CLOSED_FORM_TRAINED], cfg.seed + 600)
     if cfg.oracle:
         oracle = make_target(cfg.oracle, cfg.answer_gen, batch_size=cfg.batch_size)
         arm_texts[ORACLE], arm_rewards[ORACLE] = _answer_and_score(
@@ -209,6 +229,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
 
     # ---- metrics ----------------------------------------------------------------------------------------
     arms = {a: arm_stats(r.ravel()).to_dict() for a, r in arm_rewards.items()}
+    breakdown = instruction_breakdown(reward, prompts, arm_texts)
     compared = [a for a in arm_rewards if a != NO_FT]
     win_rates = [reward_win_rate(arm_rewards[a].ravel(), base_r.ravel(), arm=a, baseline=NO_FT,
                                  tie_margin=cfg.tie_margin).to_dict() for a in compared]
@@ -227,14 +248,32 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     for i in range(len(prompts)):
         examples.append({
             "prompt": prompts[i], "rewrite": chosen[CLOSED_FORM][i],
+            **({"rewrite_align_pro": chosen[ALIGN_PRO][i], "answer_trained": arm_texts[ALIGN_PRO][i][0],
+                "reward_trained": float(arm_rewards[ALIGN_PRO][i, 0])} if ALIGN_PRO in chosen else {}),
+            **({"followed_no_ft": breakdown["answers"][NO_FT][i],
+                **({"followed_align_pro": breakdown["answers"][ALIGN_PRO][i]} if ALIGN_PRO in chosen else {})}
+               if breakdown else {}),
             "kept_original": chosen[CLOSED_FORM][i] == prompts[i],
             "candidates": candidates[i], "r_hat": [round(v, 4) for v in r_hat[i].tolist()],
             "answer_no_ft": base_texts[i][0], "reward_no_ft": float(base_r[i, 0]),
             "answer_align_pro": arm_texts[CLOSED_FORM][i][0],
             "reward_align_pro": float(arm_rewards[CLOSED_FORM][i, 0]),
         })
+    guard = {}
+    if cfg.guard_reward and cfg.guard_reward.strip() != cfg.reward.strip():
+        guard_model = make_reward(cfg.guard_reward, records)
+        guard_r = {a: np.asarray(guard_model.score([x for x in prompts for _ in range(len(t[0]))],
+                                                   [y for row in t for y in row]), dtype=float).reshape(len(prompts), -1)
+                   for a, t in arm_texts.items()}
+        guard = {"reward": cfg.guard_reward,
+                 "arms": {a: arm_stats(r.ravel()).to_dict() for a, r in guard_r.items()},
+                 "paired_vs_no_ft": {a: arm_stats((guard_r[a] - guard_r[NO_FT]).mean(axis=1)).to_dict()
+                                     for a in guard_r if a != NO_FT}}
+    kept = {a: float(np.mean([x.strip() in xp for x, xp in zip(prompts, shown)])) for a, shown in chosen.items()}
     metrics = {
         "arms": arms,
+        "instruction_following": breakdown,
+        "guard": guard,
         "win_rates": win_rates,
         "examples": examples,
         "diagnostics": {
@@ -247,6 +286,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
                                 "arms that show π_F the same x′ for a prompt share its fresh answers",
             "kl_rho_star_to_rho_sft": kl,
             "rewrites_parsed_fraction": n_parsed / max(1, n_rw),
+            "rewrite_keeps_original_fraction": kept,
             "chose_original_fraction": n_identity / len(prompts),
             "trained_arms": trained_arms,
             "wall_seconds": time.perf_counter() - t_start,
@@ -260,6 +300,43 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     print(render_table(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} in {metrics['diagnostics']['wall_seconds']:.0f} s")
     return metrics
+
+
+def _ifeval_part(reward):
+    """The ``ifeval`` reward inside ``reward`` (itself, or a term of a mix), or None."""
+    from alignpro.rewards.ifeval import IFEvalReward
+
+    if isinstance(reward, IFEvalReward):
+        return reward
+    return next((r for _, r in getattr(reward, "terms", []) if isinstance(r, IFEvalReward)), None)
+
+
+def instruction_breakdown(reward, prompts: list[str], arm_texts: dict[str, list[list[str]]]) -> dict[str, Any]:
+    """When the reward checks IFEval instructions: per arm, the fraction of instructions followed (per answer and
+    paired by prompt against no_ft) and the rate per instruction type; ``answers`` keeps each prompt's first
+    answer's verdicts for the examples. Empty when the reward has no instruction part."""
+    from alignpro.rewards.ifeval import fraction_followed
+
+    ifeval = _ifeval_part(reward)
+    if ifeval is None:
+        return {}
+    per_type: dict[str, dict[str, dict[str, float]]] = {}
+    overall, answers = {}, {}
+    for arm, texts in arm_texts.items():
+        verdicts = [[ifeval.results([x], [y])[0] for y in row] for x, row in zip(prompts, texts)]  # (N, n)
+        overall[arm] = np.array([[fraction_followed(v) for v in row] for row in verdicts])  # (N, n)
+        counts: dict[str, list[int]] = {}
+        for row in verdicts:
+            for v in (r for ans in row for r in ans):
+                c = counts.setdefault(v.id, [0, 0])
+                c[0] += v.followed
+                c[1] += 1
+        per_type[arm] = {t: {"followed": f, "n": n, "rate": f / n} for t, (f, n) in sorted(counts.items())}
+        answers[arm] = [[[r.id, r.followed] for r in row[0]] for row in verdicts]
+    return {"followed": {a: arm_stats(v.ravel()).to_dict() for a, v in overall.items()},
+            "paired_vs_no_ft": {a: arm_stats((v - overall[NO_FT]).mean(axis=1)).to_dict()
+                                for a, v in overall.items() if a != NO_FT},
+            "per_type": per_type, "answers": answers}
 
 
 def train_now(cfg: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
@@ -325,6 +402,7 @@ def render_report(metrics: dict[str, Any], cfg: DemoConfig) -> str:
                                                      if v["source"] != "loaded" and v.get("final_kl") is not None
                                                      else "")
             for a, v in d["trained_arms"].items()) + ".", ""] if d.get("trained_arms") else []),
+        *render_instruction_section(metrics),
         "The win rates are judged by the reward itself (not independent of the optimisation target).", "",
         f"Selection-biased figure (NOT a result): mean R̂ of the chosen candidates on the very answers that chose "
         f"them = {d['selection_biased_r_hat_of_chosen']:.4f}. The table uses fresh answers instead.", "",
@@ -334,13 +412,53 @@ def render_report(metrics: dict[str, Any], cfg: DemoConfig) -> str:
         "## Examples (like the paper's Appendix C)", "",
     ]
     exs = sorted(metrics["examples"], key=lambda e: e["kept_original"])[:cfg.n_examples]
+    def verdicts(e: dict, arm: str) -> str:
+        v = e.get(f"followed_{arm}")
+        return (" — " + ", ".join(f"{t} {'✓' if ok else '✗'}" for t, ok in v)) if v else ""
+
     for e in exs:
         parts += [f"**Original prompt:** {e['prompt']}", "",
                   f"**Rewrite (ρ*):** {e['rewrite']}" + (" *(kept the original)*" if e["kept_original"] else ""), "",
-                  f"**Answer to the rewrite** (reward {e['reward_align_pro']:.3f}): {e['answer_align_pro']}", "",
-                  f"**Answer to the original** (no_ft, reward {e['reward_no_ft']:.3f}): {e['answer_no_ft']}", "",
-                  "---", ""]
+                  f"**Answer to the rewrite** (reward {e['reward_align_pro']:.3f}): {e['answer_align_pro']}", ""]
+        if "rewrite_align_pro" in e:
+            parts += [f"**Rewrite (trained prompter, align_pro):** {e['rewrite_align_pro']}", "",
+                      f"**Answer to it** (reward {e['reward_trained']:.3f}{verdicts(e, 'align_pro')}): "
+                      f"{e['answer_trained']}", ""]
+        parts += [f"**Answer to the original** (no_ft, reward {e['reward_no_ft']:.3f}{verdicts(e, 'no_ft')}): "
+                  f"{e['answer_no_ft']}", "", "---", ""]
     return "\n".join(parts)
+
+
+def render_instruction_section(metrics: dict[str, Any]) -> list[str]:
+    """Instructions followed per arm and per type, and the guard reward per arm (markdown lines)."""
+    lines: list[str] = []
+    b = metrics.get("instruction_following") or {}
+    if b:
+        arms = list(b["followed"])
+        lines += ["## Instructions followed (IFEval's checkers, loose mode)", "",
+                  "| arm | followed ± s.e. | paired vs no_ft ± s.e. (by prompt) | n answers |", "|---|---|---|---|"]
+        for a in arms:
+            f, p = b["followed"][a], b["paired_vs_no_ft"].get(a)
+            lines.append(f"| {a} | {f['mean']:.3f} ± {f['stderr']:.3f} | "
+                         + (f"{p['mean']:+.3f} ± {p['stderr']:.3f} ({p['mean'] / p['stderr'] if p['stderr'] else float('nan'):+.1f} s.e., {p['n']} prompts)"
+                            if p else "—") + f" | {f['n']} |")
+        types = sorted({t for a in arms for t in b["per_type"][a]})
+        lines += ["", "| instruction type | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+        for t in types:
+            cells = [(lambda c: f"{c['rate']:.2f} ({c['n']})" if c else "—")(b["per_type"][a].get(t)) for a in arms]
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        lines.append("")
+    g = metrics.get("guard") or {}
+    if g:
+        lines += [f"Guard reward `{g['reward']}` (are the answers still on topic?): " + "; ".join(
+            f"{a} {v['mean']:.4f} ± {v['stderr']:.4f}" + (
+                f" (paired vs no_ft {g['paired_vs_no_ft'][a]['mean']:+.4f} ± {g['paired_vs_no_ft'][a]['stderr']:.4f})"
+                if a in g["paired_vs_no_ft"] else "") for a, v in g["arms"].items()) + ".", ""]
+    keep = metrics["diagnostics"].get("rewrite_keeps_original_fraction") or {}
+    if keep:
+        lines += ["Rewrites that keep the original prompt verbatim (so its instructions are still there): "
+                  + ", ".join(f"{a} {v:.0%}" for a, v in keep.items()) + ".", ""]
+    return lines
 
 
 def main(argv: list[str]) -> int:

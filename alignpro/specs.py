@@ -2,7 +2,8 @@
 
 Model specs (prompter ρ and target π_F):
   - ``smollm2``                 the embedded SmolLM2-135M-Instruct (converted once into $ALIGNPRO_HOME)
-  - ``hf:<hub id or local path>`` any transformers causal LM (hub ids need internet the first time)
+  - ``hf:<hub id or local path>`` any transformers causal LM (hub ids need internet the first time), or a LoRA
+                                adapter folder written by ``alignpro train --lora`` (RUN/final-adapter: base + adapter)
   - ``fake``                    the deterministic test double
   - ``openai:<model>@<base_url>`` (target) any OpenAI-compatible API (see alignpro.backends.openai_backend)
   - ``vllm:<hub id or path>``   (target) in-process vLLM on a GPU; extra ``alignpro[vllm]``
@@ -122,7 +123,14 @@ def load_causal_lm(spec: str | ModelSpec, *, trainable: bool = False, batch_size
     from alignpro.backends.hf import HFCausalLM
 
     ms = parse_model_spec(spec) if isinstance(spec, str) else spec
-    return HFCausalLM(model_path(ms), trainable=trainable, batch_size=batch_size, device=device)
+    path = model_path(ms)
+    if ms.kind == "hf" and (Path(path) / "adapter_config.json").is_file():  # a LoRA adapter of alignpro train
+        from alignpro.train.policy import load_adapter
+
+        lm = load_adapter(path, trainable=trainable, device=device)
+        lm.batch_size = batch_size
+        return lm
+    return HFCausalLM(path, trainable=trainable, batch_size=batch_size, device=device)
 
 
 def make_target(spec: str, gen: GenerationConfig | None = None, *, batch_size: int = 16):

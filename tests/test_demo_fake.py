@@ -98,3 +98,26 @@ def test_arms_showing_the_same_prompt_share_fresh_answers(tmp_path):
         e = m["examples"][i]
         assert e["answer_align_pro"] == e["answer_no_ft"] and e["reward_align_pro"] == e["reward_no_ft"]
     assert any(m["examples"][i]["answer_align_pro"] != m["examples"][i]["answer_no_ft"] for i in changed)
+
+
+def test_instruction_task_reports_per_type_rates_guard_and_verdicts(tmp_path):
+    """With the ifeval reward: instructions followed per arm and per type, the guard reward, verdicts in examples."""
+    from alignpro.data import load_prompts
+
+    m = run_demo(_cfg(tmp_path, prompts="builtin-ifeval:eval", reward="ifeval", guard_reward="fake", n_prompts=10,
+                      trained_prompter="fake"))
+    b = m["instruction_following"]
+    records = load_prompts("builtin-ifeval:eval").records[:10]
+    n_instructions = sum(len(r.instructions) for r in records)
+    for arm in m["arms"]:
+        assert sum(c["n"] for c in b["per_type"][arm].values()) == n_instructions * 2  # 2 fresh answers each
+        assert set(b["per_type"][arm]) == {i.id for r in records for i in r.instructions}
+        # for the pure ifeval reward the arm's reward IS the fraction followed
+        assert b["followed"][arm]["mean"] == pytest.approx(m["arms"][arm]["mean"])
+    assert set(m["guard"]["arms"]) == set(m["arms"]) and m["guard"]["reward"] == "fake"
+    assert m["diagnostics"]["rewrite_keeps_original_fraction"]["align_pro"] >= 0
+    ex = m["examples"][0]
+    assert [t for t, _ in ex["followed_no_ft"]] == [i.id for i in records[0].instructions]
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "Instructions followed" in report and "Guard reward `fake`" in report
+    assert "✓" in report or "✗" in report

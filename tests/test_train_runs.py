@@ -220,3 +220,40 @@ def test_identity_baseline_is_restored_on_resume_and_logs_the_gain(tiny_model, t
         assert math.isfinite(row["reward_gain_mean"]) and -1 <= row["reward_gain_mean"] <= 1
         assert 0 <= sample["baseline"] <= 1
     assert any(abs(r["reward_gain_mean"] - r["reward_mean"]) > 1e-6 for r in straight.rows)
+
+
+def test_distill_run_logs_its_weights_and_moves_the_policy(tiny_model, tmp_path):
+    """--algo distill: eq (10)'s weights over x + K samples, the weighted log-likelihood, a resumable run."""
+    values = _args(tiny_model, tmp_path / "run", algo="distill", steps=3, k=3, baseline_m=2, identity_prior=0.5,
+                   kl_control="fixed", kl_coef=0.05, save_every=3)
+    threads = torch.get_num_threads()
+    result = train(build_config(TrainConfig, values), target=FakeTarget(), reward=FakeReward())
+    torch.set_num_threads(threads)
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert 0 <= r["identity_weight"] <= 1 and 0 <= r["weight_entropy"] <= math.log(4) + 1e-9
+        assert math.isfinite(r["distill_loss"]) and "policy_loss" not in r and "value_loss" not in r
+        assert r["kl_coef"] == 0.05  # fixed: λ of eq (10) throughout
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-4)
+    moved = {n for n, p in result.policy.lm.named_parameters()
+             if not torch.equal(p.detach().cpu(), _tiny_weights(tiny_model).get(n, p.detach().cpu()))}
+    assert moved, "distill did not update the prompter"
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(kl_control="adaptive"), "kl_control: fixed"),
+    (dict(k=1), "k' must be >= 2"),
+    (dict(baseline_m=0), "baseline_m >= 1"),
+    (dict(role="oracle", baseline_m=0), "role 'prompter'"),
+    (dict(identity_prior=1.0), r"in \[0, 1\)"),
+    (dict(algo="grpo"), "applies to algo 'distill' only"),
+])
+def test_distill_config_errors(tiny_model, tmp_path, bad, match):
+    values = _args(tiny_model, tmp_path / "run", algo="distill", k=2, baseline_m=2, identity_prior=0.5,
+                   kl_control="fixed", kl_coef=0.05)
+    values.update(bad)
+    if values.get("role") == "oracle":
+        values["target"] = f"hf:{tiny_model}"
+    with pytest.raises(ConfigError, match=match):
+        build_config(TrainConfig, values)
