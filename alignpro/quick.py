@@ -57,13 +57,36 @@ class AnswerConfig:
 class ScoreConfig:
     """Score one (original prompt, answer) pair with a reward model."""
 
-    reward: str = setting("builtin", "reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+    reward: str = setting("builtin", "reward spec: builtin | ifeval | hf:<id or path> | python:<module>:<fn> | fake "
+                                     "| a mix such as ifeval+builtin")
     prompt: str = setting("", "the ORIGINAL prompt x")
     answer: str = setting("", "the answer y")
+    instruction_id_list: str = setting("", "ifeval: the prompt's IFEval instruction ids, comma-separated "
+                                           "(e.g. punctuation:no_comma,startend:end_checker)")
+    kwargs: str = setting("", "ifeval: IFEval's kwargs, a JSON list with one object per id "
+                              "(e.g. '[{}, {\"end_phrase\": \"Bye.\"}]'; '' = no kwargs)")
     json: bool = setting(False, "print JSON instead of text")
 
     def __post_init__(self) -> None:
         _need_text(self.prompt, "prompt")
+
+    def record(self):
+        """The prompt as a record, with the instructions given on the command line (IFEval's schema)."""
+        import json as _json
+
+        from alignpro.data import Instruction, PromptRecord
+
+        ids = [i.strip() for i in self.instruction_id_list.split(",") if i.strip()]
+        try:
+            kwargs = _json.loads(self.kwargs) if self.kwargs.strip() else [{}] * len(ids)
+        except ValueError as exc:
+            raise ConfigError(f"setting 'kwargs' is not valid JSON ({exc}); give a JSON list of objects, one per "
+                              "instruction id") from None
+        if not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
+            raise ConfigError(f"setting 'kwargs' must be a JSON list of {len(ids)} object(s), one per id in "
+                              f"instruction_id_list, got {self.kwargs!r}")
+        return PromptRecord(id="cli", text=self.prompt.strip(),
+                            instructions=tuple(Instruction.from_kwargs(i, k) for i, k in zip(ids, kwargs)))
 
 
 def main(command: str, argv: list[str]) -> int:
@@ -95,7 +118,8 @@ def main(command: str, argv: list[str]) -> int:
         return 0
     if command == "score":
         cfg = parse_config(ScoreConfig, argv, prog="alignpro score")
-        (value,) = make_reward(cfg.reward).score([cfg.prompt], [cfg.answer])
+        record = cfg.record()
+        (value,) = make_reward(cfg.reward, [record]).score([record.text], [cfg.answer])
         print(json.dumps({"reward": value}) if cfg.json else f"{value:.6f}")
         return 0
     raise ConfigError(f"unknown quick command '{command}'")

@@ -105,3 +105,15 @@ def test_mix_is_the_weighted_sum():
     expected = 0.25 * np.array([1.0, 0.0]) + 0.75 * np.array(FakeReward().score([x, x], answers))
     np.testing.assert_allclose(reward.score([x, x], answers), expected)
     assert set(reward.components([x], ["cats purr"])) == {"ifeval", "fake"}
+
+
+def test_score_command_takes_the_instructions(capsys):
+    from alignpro.cli import main
+
+    assert main(["score", "--reward", "ifeval", "--prompt", "Cats? End with Bye.", "--answer", "cats purr. Bye.",
+                 "--instruction-id-list", "punctuation:no_comma,startend:end_checker",
+                 "--kwargs", '[{}, {"end_phrase": "Bye."}]', "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"reward": 1.0}
+    assert main(["score", "--reward", "ifeval", "--prompt", "x", "--answer", "y",
+                 "--instruction-id-list", "punctuation:no_comma", "--kwargs", "[{}, {}]"]) != 0
+    assert "one per id" in capsys.readouterr().err

@@ -99,6 +99,9 @@ def test_lora_trains_only_the_adapter_and_exports_a_loadable_model(tiny_model, t
     a, b = dict(merged.lm.model.named_parameters())[q], dict(from_adapter.model.named_parameters())[q]
     assert torch.allclose(a, b) and not torch.equal(a, base[q])
     assert merged.rewrite(["hello there"], k=1)[0].rewrites
+    # the adapter folder is a model spec of its own (hf:RUN/final-adapter = base + adapter), as shipped adapters are
+    spec_lm = make_prompter(f"hf:{tmp_path / 'run' / 'final-adapter'}", batch_size=3).lm
+    assert torch.allclose(dict(spec_lm.model.named_parameters())[q], a) and spec_lm.batch_size == 3
 
 
 def test_infinite_kl_coef_reproduces_the_reference(tiny_model, tmp_path):

@@ -103,7 +103,8 @@ class IFEvalReward:
         if not self.instructions:
             raise AlignProError("reward 'ifeval' scores answers against each prompt's IFEval instructions, and none "
                                 "of the prompts has any: use builtin-ifeval[:train|:eval], hf:google/IFEval, or a "
-                                "JSONL file in IFEval's schema (prompt, instruction_id_list, kwargs)")
+                                "JSONL file in IFEval's schema (prompt, instruction_id_list, kwargs); alignpro score takes "
+                                "--instruction-id-list and --kwargs")
         known = registry()
         unknown = {i.id for ins in self.instructions.values() for i in ins} - set(known)
         if unknown:
