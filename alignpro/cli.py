@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("alignpro.train.cli", "train the prompter (eq 9) or the RLHF oracle (eq 2) with PPO/RLOO/GRPO"),
     "evaluate": ("alignpro.evaluate.cli", "the paper's evaluation grid: arms x datasets x pairs, judged win rates"),
     "serve": ("alignpro.serve", "an OpenAI-compatible server: prompter rewrites, target answers"),
+    "reward": ("alignpro.reward_model.cli", "learn a Bradley–Terry reward model (eq 1) from preference pairs; label "
+                                            "pairs with a gold reward"),
     "theory": ("alignpro.theory.cli", "Lemma 1, eq (7) and Theorem 1: exact tabular checks and Monte-Carlo estimates for real LLMs"),
 }
 

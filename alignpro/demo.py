@@ -1,4 +1,9 @@
-"""``alignpro demo``: no fine-tuning vs Align-Pro's closed-form prompter (eq 10) on the builtin eval prompts.
+"""``alignpro demo``: no fine-tuning vs Align-Pro on the instruction-following task's eval prompts.
+
+Arms: ``no_ft`` (π_F answers x), ``align_pro_closed_form`` (eq 10 over ρ_sft's rewrites), ``align_pro`` (the
+trained prompter rewrites x once; by default the LoRA adapter shipped in ``alignpro/adapters``), the closed form
+over the trained prompter, and ``oracle`` (π_F itself trained on the same reward; shipped adapter too).
+``--config configs/demo-helpfulness.yaml`` runs the earlier helpfulness task (builtin prompts and reward).
 
 Stages: (1) π_F answers each original x (arm ``no_ft``); (2) ρ_sft samples K rewrites per x, π_F answers each
 candidate M times and the reward scores them against x, giving R̂(x, x′); (3) ρ* (eq 10) is formed from R̂ and a
@@ -26,6 +31,12 @@ from alignpro.errors import ConfigError
 from alignpro.method import composed_rollout, kl_to_prior, optimal_prompter_weights, sample_candidates
 from alignpro.metrics import arm_stats, reward_win_rate
 
+#: ``trained_prompter``/``oracle`` value meaning the adapter shipped with alignpro (reproduced by the recipe named)
+SHIPPED = "shipped"
+ADAPTERS = Path(__file__).resolve().parent / "adapters"
+SHIPPED_ADAPTERS = {"trained_prompter": ("ifeval-prompter", "configs/train-prompter-distill-ifeval.yaml"),
+                    "oracle": ("ifeval-oracle", "configs/train-oracle-distill-ifeval.yaml")}
+
 NO_FT, CLOSED_FORM, REWRITES_ONLY = "no_ft", "align_pro_closed_form", "align_pro_closed_form_rewrites_only"
 CLOSED_FORM_TRAINED = "align_pro_closed_form_trained"
 ALIGN_PRO, ORACLE = "align_pro", "oracle"
@@ -40,34 +51,40 @@ class DemoConfig:
     seed: int = setting(0, "random seed for every sampling stage")
     prompter: str = setting("smollm2", "prompter ρ_sft model spec: smollm2 | hf:<id or path> | fake")
     target: str = setting("smollm2", "frozen target π_F model spec: smollm2 | hf:<id or path> | fake")
-    reward: str = setting("builtin", "reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
-    template: str = setting("rewrite-default", "rewrite template: builtin name or YAML file")
-    prompts: str = setting("builtin:eval", "prompt source: builtin:eval | file.jsonl | file.csv | hf:<id> | ...")
+    reward: str = setting("ifeval", "reward spec: ifeval | builtin | hf:<id or path> | python:<module>:<fn> | fake "
+                                    "| a mix such as ifeval+builtin")
+    template: str = setting("rewrite-reminder", "rewrite template: builtin name or YAML file")
+    prompts: str = setting("builtin-ifeval:eval", "prompt source: builtin-ifeval:eval | builtin:eval | file.jsonl | "
+                                                  "file.csv | hf:<id> | ...")
     field: str = setting("", "prompt field of a .jsonl/.csv file or dataset ('' = the source's default)")
     skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
     max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
-    n_prompts: int = setting(0, "use the first N prompts (0 = all; --quick uses 8)")
-    k: int = setting(8, "K: LM rewrites sampled from ρ_sft per prompt")
-    m: int = setting(4, "M: answers per candidate used to estimate R̂(x, x′)")
-    lam: float = setting(0.01, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
+    n_prompts: int = setting(48, "a seeded sample of N prompts, kept in source order (0 = all; --quick uses 8)")
+    k: int = setting(4, "K: LM rewrites sampled from ρ_sft per prompt")
+    m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
+    lam: float = setting(0.1, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")
-    n_fresh: int = setting(12, "fresh answers per prompt used to score each arm (the s.e. falls as 1/√n_fresh)")
-    answer_max_new_tokens: int = setting(64, "max new tokens of π_F's answers")
+    n_fresh: int = setting(4, "fresh answers per prompt used to score each arm (the s.e. falls as 1/√n_fresh)")
+    answer_max_new_tokens: int = setting(128, "max new tokens of π_F's answers")
     temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
     top_p: float = setting(0.6, "π_F's nucleus top_p (paper: 0.6)")
     top_k: int = setting(20, "π_F's top_k (paper: 20)")
-    trained_prompter: str = setting("", "a PPO-trained prompter spec (e.g. hf:runs/train/final): adds the arm "
-                                        "'align_pro' (one rewrite per prompt, fresh answers of π_F)")
-    oracle: str = setting("", "an RLHF-trained target spec (e.g. hf:runs/train-oracle/final): adds the arm 'oracle'")
-    train: bool = setting(False, "train the align_pro prompter (PPO, eq 9) and the oracle (RLHF, eq 2) now, from the "
-                                 "two recipes below, into OUT/train-prompter and OUT/train-oracle; then evaluate both")
-    train_prompter_config: str = setting("configs/train-prompter-ppo.yaml", "--train: the prompter's recipe (YAML)")
-    train_oracle_config: str = setting("configs/train-oracle-ppo.yaml", "--train: the oracle's recipe (YAML)")
+    trained_prompter: str = setting(SHIPPED, "a trained prompter spec (e.g. hf:runs/distill-ifeval/final-adapter): "
+                                             "adds the arm 'align_pro' (one rewrite per prompt, fresh answers of "
+                                             "π_F); 'shipped' = the LoRA adapter in alignpro/adapters/"
+                                             "ifeval-prompter; '' = no such arm")
+    oracle: str = setting(SHIPPED, "an RLHF-trained target spec (e.g. hf:runs/oracle-ifeval/final-adapter): adds the "
+                                   "arm 'oracle'; 'shipped' = the adapter in alignpro/adapters/ifeval-oracle; '' = none")
+    train: bool = setting(False, "train the align_pro prompter and the oracle now, from the two recipes below, into "
+                                 "OUT/train-prompter and OUT/train-oracle; then evaluate both")
+    train_prompter_config: str = setting("configs/train-prompter-distill-ifeval.yaml",
+                                         "--train: the prompter's recipe (YAML)")
+    train_oracle_config: str = setting("configs/train-oracle-distill-ifeval.yaml", "--train: the oracle's recipe (YAML)")
     train_steps: int = setting(0, "--train: override the recipes' steps (0 = the recipes' own)")
     closed_form_over_trained: bool = setting(True, "with a trained prompter: also the closed form (eq 10) with the "
                                                    "trained prompter as its proposal (arm "
                                                    "'align_pro_closed_form_trained', same K, M, λ, α)")
-    guard_reward: str = setting("", "also score every arm's answers with this reward (are they still on "
+    guard_reward: str = setting("builtin", "also score every arm's answers with this reward (are they still on "
                                            "topic?) and report it per arm; '' = off, skipped when it is the reward")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
     batch_size: int = setting(128, "generation batch size")
@@ -93,6 +110,13 @@ class DemoConfig:
         if self.guard_reward:
             check_reward_spec(self.guard_reward)
         for name in ("trained_prompter", "oracle"):
+            if getattr(self, name) == SHIPPED:  # --train replaces the shipped adapters with models trained now
+                folder = ADAPTERS / SHIPPED_ADAPTERS[name][0]
+                if not self.train and not (folder / "adapter_config.json").is_file():
+                    raise ConfigError(f"setting '{name}': the shipped adapter is missing ({folder}); reinstall "
+                                      f"alignpro, retrain it with `alignpro train --config {SHIPPED_ADAPTERS[name][1]}`, "
+                                      "or set it to '' (no such arm) or to a model spec")
+                setattr(self, name, "" if self.train else f"hf:{folder}")
             if getattr(self, name):
                 parse_model_spec(getattr(self, name))
         if self.train_steps < 0:
@@ -136,9 +160,10 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.batch_size)
     tokenizer = getattr(getattr(target, "lm", None), "tokenizer", None)
     count_tokens = (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])) if tokenizer else None
-    loaded = load_prompts(cfg.prompts, field=cfg.field or None, skip_bad=cfg.skip_bad,
-                          max_tokens=cfg.max_prompt_tokens if count_tokens else None, count_tokens=count_tokens)
-    records = loaded.records[:cfg.n_prompts] if cfg.n_prompts else loaded.records
+    loaded = load_prompts(cfg.prompts, field=cfg.field or None, skip_bad=cfg.skip_bad, n=cfg.n_prompts or None,
+                          seed=cfg.seed, max_tokens=cfg.max_prompt_tokens if count_tokens else None,
+                          count_tokens=count_tokens)
+    records = loaded.records
     prompts = [r.text for r in records]
     print(f"alignpro demo: {len(prompts)} prompts from {cfg.prompts} ({loaded.skipped} bad rows skipped); "
           f"K={cfg.k}, M={cfg.m}, λ={cfg.lam}, α={cfg.identity_prior}; writing {out}")
@@ -204,7 +229,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
         trained_arms = train_now(cfg, out)
         cfg.trained_prompter, cfg.oracle = trained_arms[ALIGN_PRO]["spec"], trained_arms[ORACLE]["spec"]
     else:
-        trained_arms = {arm: {"source": "loaded", "spec": spec} for arm, spec in
+        trained_arms = {arm: {"source": "loaded", "spec": spec, **_trained_info(spec)} for arm, spec in
                         ((ALIGN_PRO, cfg.trained_prompter), (ORACLE, cfg.oracle)) if spec}
     if cfg.trained_prompter:
         trained = make_prompter(cfg.trained_prompter, cfg.template, batch_size=cfg.batch_size)
@@ -300,6 +325,17 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     print(render_table(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} in {metrics['diagnostics']['wall_seconds']:.0f} s")
     return metrics
+
+
+def _trained_info(spec: str) -> dict[str, Any]:
+    """What ``alignpro train`` recorded about a loaded ``hf:`` checkpoint or adapter (algo, steps, final KL)."""
+    from alignpro.train.policy import TRAIN_INFO
+
+    path = Path(spec[3:]) if spec.startswith("hf:") else None
+    if path is None or not (path / TRAIN_INFO).is_file():
+        return {}
+    info = json.loads((path / TRAIN_INFO).read_text())
+    return {k: info[k] for k in ("algo", "steps", "final_kl", "reward", "prompts") if k in info}
 
 
 def _ifeval_part(reward):
@@ -400,7 +436,9 @@ def render_report(metrics: dict[str, Any], cfg: DemoConfig) -> str:
             f"{a} = `{v['spec']}`, {v['source']}" + (f" from {v['recipe']}, {v['steps']} steps in "
                                                      f"{v['train_seconds'] / 60:.1f} min, last KL {v['final_kl']:.2f}"
                                                      if v["source"] != "loaded" and v.get("final_kl") is not None
-                                                     else "")
+                                                     else f" ({v.get('algo')}, {v.get('steps')} steps, KL to its "
+                                                          f"reference {v['final_kl']:.2f} nats at the end of training)"
+                                                     if v.get("final_kl") is not None else "")
             for a, v in d["trained_arms"].items()) + ".", ""] if d.get("trained_arms") else []),
         *render_instruction_section(metrics),
         "The win rates are judged by the reward itself (not independent of the optimisation target).", "",

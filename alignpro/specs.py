@@ -15,6 +15,8 @@ Reward specs:
                                 needs the prompt records (instruction_id_list, kwargs)
   - ``A+B``, ``0.75*A+0.25*B``  a weighted sum of the above (alignpro.rewards.mix), e.g. ``ifeval+builtin``
   - ``hf:<hub id or local path>`` a sequence-classification reward model
+  - ``rm:<run folder>``          a Bradley–Terry reward model trained by ``alignpro reward train`` (its RUN/model:
+                                weights, tokenizer and the (x, y) template used in training)
   - ``python:<module>:<function>`` any callable (prompts, answers) -> list[float]
   - ``fake``                    the deterministic test double
 """
@@ -31,7 +33,8 @@ MODEL_SPEC_FORMS = ("smollm2", "hf:<hub id or local path>", "fake", "openai:<mod
                     "vllm:<hub id or path>[?options]", "gguf:<path>[?options]")
 #: kinds that can only answer (π_F): they give no token log-probs to train a prompter with
 TARGET_ONLY_KINDS = ("openai", "vllm", "gguf")
-REWARD_SPEC_FORMS = ("builtin", "ifeval", "hf:<hub id or local path>", "python:<module>:<function>", "fake",
+REWARD_SPEC_FORMS = ("builtin", "ifeval", "hf:<hub id or local path>", "rm:<folder of alignpro reward train>",
+                     "python:<module>:<function>", "fake",
                      "a weighted sum such as ifeval+builtin or 0.75*ifeval+0.25*builtin")
 #: rewards that score an answer against the prompt's record (its instructions), not only its text
 RECORD_REWARDS = ("ifeval",)
@@ -166,7 +169,7 @@ def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationC
 
 
 def _check_single_reward(spec: str, whole: str) -> str:
-    ok = spec in ("builtin", "fake", "ifeval") or (spec.startswith("hf:") and spec[3:].strip()) or (
+    ok = spec in ("builtin", "fake", "ifeval") or (spec[:3] in ("hf:", "rm:") and spec[3:].strip()) or (
         spec.startswith("python:") and len(spec.split(":")) == 3 and all(spec.split(":")[1:]))
     if not ok:
         raise AlignProError(f"invalid reward spec '{whole}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
@@ -220,6 +223,10 @@ def make_reward(spec: str, records=None):
         ref = spec[3:].strip()
         local = Path(ref).expanduser()
         return HFReward(str(local) if local.exists() else ref)
+    if spec.startswith("rm:") and spec[3:].strip():
+        from alignpro.reward_model.model import BradleyTerryReward
+
+        return BradleyTerryReward(spec[3:].strip())
     if spec.startswith("python:"):
         parts = spec.split(":")
         if len(parts) == 3 and parts[1] and parts[2]:

@@ -12,7 +12,7 @@ from alignpro.errors import AlignProError, ConfigError
 
 def _cfg(tmp_path, **kw):
     base = dict(prompter="fake", target="fake", reward="fake", out=str(tmp_path / "demo"), n_prompts=12, k=4,
-                m=2, lam=0.0, identity_prior=0.5, n_fresh=2)
+                m=2, lam=0.0, identity_prior=0.5, n_fresh=2, trained_prompter="", oracle="", guard_reward="")
     base.update(kw)
     return build_config(DemoConfig, base)
 
@@ -107,7 +107,7 @@ def test_instruction_task_reports_per_type_rates_guard_and_verdicts(tmp_path):
     m = run_demo(_cfg(tmp_path, prompts="builtin-ifeval:eval", reward="ifeval", guard_reward="fake", n_prompts=10,
                       trained_prompter="fake"))
     b = m["instruction_following"]
-    records = load_prompts("builtin-ifeval:eval").records[:10]
+    records = load_prompts("builtin-ifeval:eval", n=10, seed=0).records  # the demo's seeded sample
     n_instructions = sum(len(r.instructions) for r in records)
     for arm in m["arms"]:
         assert sum(c["n"] for c in b["per_type"][arm].values()) == n_instructions * 2  # 2 fresh answers each

@@ -29,7 +29,7 @@ from torch import Tensor
 from alignpro.config import config_to_dict
 from alignpro.errors import AlignProError
 from alignpro.train.checkpoint import (append_jsonl, atomic_write_text, begin_checkpoint, finish_checkpoint,
-                                       latest_checkpoint, prune_checkpoints, rng_state, set_rng_state,
+                                       latest_checkpoint, prune_checkpoints, read_jsonl, rng_state, set_rng_state,
                                        torch_save, truncate_jsonl)
 from alignpro.train.advantages import Algo
 from alignpro.train.config import Role, TrainConfig
@@ -378,9 +378,12 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
 
     # ================================================================= export: RUN/final as a model folder
     if is_main:
+        last = read_jsonl(run / METRICS)[-5:]  # the whole run's last steps (this invocation may be a resume)
         info = {"role": cfg.role.value, "algo": cfg.algo.value, "base_spec": cfg.policy_spec, "lora": cfg.lora,
                 "template": cfg.template if cfg.role is Role.PROMPTER else None, "steps": cfg.steps,
-                "run": str(run)}
+                "run": str(run), "reward": cfg.reward, "prompts": cfg.prompts,
+                "final_kl": float(np.mean([r["kl"] for r in last])) if last else None,
+                "final_kl_note": "mean per-response KL(π_θ ‖ π_ref) in nats over the last 5 training steps"}
         export_final(unwrapped, tokenizer, run, info)
         accelerator.print(f"alignpro train: wrote {run / 'final'} (load it as the {cfg.role.value} spec "
                           f"'hf:{run / 'final'}')")

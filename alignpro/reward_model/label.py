@@ -1,0 +1,158 @@
+"""``alignpro reward label``: preference pairs from a gold reward, so reward learning runs offline.
+
+For each prompt x, π_F answers twice (y_a, y_b ~ π_F(·|x), the paper's sampling); the gold reward r* scores both
+against x; the higher one is y_w. Pairs whose gold scores differ by at most ``tie_margin`` carry no preference and
+are dropped (counted), as are pairs with an empty answer or two answers that are the same text. Prompts are
+processed in chunks of ``batch_size``; after each chunk its pairs are appended (fsync'd) to the output and the
+progress record ``<out>.label.json`` is replaced atomically, so ``--resume`` continues an interrupted run exactly
+(each chunk's sampling seed depends only on the run seed and the chunk's position).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from alignpro.config import config_to_dict
+from alignpro.data import PromptRecord, load_prompts
+from alignpro.errors import AlignProError
+from alignpro.reward_model.config import RewardLabelConfig
+from alignpro.train.checkpoint import append_jsonl, atomic_write_text
+from alignpro.train.loop import step_seed
+
+#: settings a resumed label run may change; everything else must match the progress record
+RESUMABLE_CHANGES = ("resume", "progress")
+_LABEL_STAGE = 3  # the sampling stage of step_seed used for π_F's answers here
+
+
+@dataclass
+class LabelCounts:
+    """What became of the prompts."""
+
+    prompts: int = 0  #: prompts answered
+    pairs: int = 0  #: pairs written
+    ties: int = 0  #: |r*(x, y_a) − r*(x, y_b)| ≤ tie_margin (two identical answers count here too)
+    identical: int = 0  #: of the ties: the two answers were the same text
+    empty_answer: int = 0  #: dropped: an answer was empty (a pair needs two answers)
+
+    def summary(self) -> str:
+        return (f"{self.pairs} pairs from {self.prompts} prompts; dropped {self.ties} ties (|Δ gold| ≤ margin; "
+                f"{self.identical} of them identical answers) and {self.empty_answer} with an empty answer")
+
+
+def progress_path(out: Path) -> Path:
+    """``pairs.jsonl`` -> ``pairs.label.json``."""
+    return out.with_name(out.name[: -len(".jsonl")] + ".label.json")
+
+
+def label_row(record: PromptRecord, chosen: str, rejected: str, r_chosen: float, r_rejected: float,
+              cfg: RewardLabelConfig) -> dict[str, Any]:
+    """One pair in the ``pairs`` schema, with the gold scores; a prompt's IFEval instructions are kept, so the
+    pair file is also a prompt file that the ``ifeval`` reward can be built from."""
+    row: dict[str, Any] = {"id": record.id, "prompt": record.text}
+    if record.system:
+        row["system"] = record.system
+    row.update(chosen=chosen, rejected=rejected, chosen_score=r_chosen, rejected_score=r_rejected, gold=cfg.gold,
+               target=cfg.target)
+    if record.instructions:
+        row["instruction_id_list"] = [i.id for i in record.instructions]
+        row["kwargs"] = [i.kwargs for i in record.instructions]
+    return row
+
+
+def _truncate_lines(path: Path, n: int) -> None:
+    """Keep the first ``n`` lines of ``path`` (a kill may have left rows of an unfinished chunk)."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    if len(lines) < n:
+        raise AlignProError(f"{path}: holds {len(lines)} pairs but its progress record says {n} were written; the "
+                            "file was changed, start again with another --out")
+    atomic_write_text(path, "".join(lines[:n]))
+
+
+def label_pairs(cfg: RewardLabelConfig, *, target: Any = None, gold: Any = None) -> LabelCounts:
+    """Write the pairs file of ``cfg``; ``target``/``gold`` override the specs (tests)."""
+    from tqdm.auto import tqdm
+
+    from alignpro.specs import make_reward, make_target
+
+    # ============================================================================ setup: prompts, output, resume
+    loaded = load_prompts(cfg.prompts, n=cfg.n_prompts or None, seed=cfg.seed, field=cfg.field,
+                          skip_bad=cfg.skip_bad)
+    records = loaded.records
+    out, record_file = Path(cfg.out), progress_path(Path(cfg.out))
+    settings = {**config_to_dict(cfg), "resume": False, "progress": True}
+    counts, done = LabelCounts(), 0
+    if record_file.is_file():
+        saved = json.loads(record_file.read_text())
+        if saved.get("complete"):
+            raise AlignProError(f"'{out}' is already complete ({saved['counts']['pairs']} pairs); choose another "
+                                "--out or delete it and its .label.json")
+        if not cfg.resume:
+            raise AlignProError(f"'{out}' holds an interrupted labelling run ({record_file}); pass --resume to "
+                                "continue it, or choose another --out")
+        changed = sorted(k for k, v in settings.items() if saved["config"].get(k) != v and k not in RESUMABLE_CHANGES)
+        if changed:
+            raise AlignProError(f"--resume: setting(s) {changed} differ from the interrupted run's {record_file}; "
+                                "a resumed run must use the same settings")
+        done = saved["prompts_done"]
+        counts = LabelCounts(**saved["counts"])
+        _truncate_lines(out, counts.pairs)
+    elif cfg.resume:
+        raise AlignProError(f"--resume: no interrupted labelling run at '{out}' (no {record_file.name}); drop "
+                            "--resume to start one")
+    elif out.exists():
+        raise AlignProError(f"'{out}' already exists; choose another --out or delete it")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("")
+    target = target or make_target(cfg.target, cfg.answer_gen, batch_size=2 * cfg.batch_size)
+    gold = gold or make_reward(cfg.gold, records)
+    print(f"alignpro reward label: {loaded.summary()} from {cfg.prompts}; π_F {cfg.target} answers each twice, "
+          f"gold {cfg.gold} picks; {'resuming after ' + str(done) + ' prompts' if done else 'new run'} -> {out}",
+          flush=True)
+
+    # ============================================================ per chunk: 2 answers, gold scores, pairs
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(records), initial=done, desc="label pairs", unit="prompt", disable=not cfg.progress,
+               dynamic_ncols=True)
+    for start in range(done, len(records), cfg.batch_size):
+        chunk = records[start:start + cfg.batch_size]
+        answers = target.answer([r.text for r in chunk], n=2, systems=[r.system for r in chunk],
+                                seed=step_seed(cfg.seed, start // cfg.batch_size, 0, _LABEL_STAGE))  # (b, 2)
+        texts = [[a.text.strip() for a in row[:2]] for row in answers]
+        flat_prompts = [r.text for r in chunk for _ in range(2)]
+        scores = gold.score(flat_prompts, [t for pair in texts for t in pair])  # (2b,)
+        for i, record in enumerate(chunk):
+            (y_a, y_b), (s_a, s_b) = texts[i], (float(scores[2 * i]), float(scores[2 * i + 1]))
+            counts.prompts += 1
+            if not y_a or not y_b:
+                counts.empty_answer += 1
+            elif y_a == y_b or abs(s_a - s_b) <= cfg.tie_margin:
+                counts.ties += 1
+                counts.identical += y_a == y_b
+            else:
+                w, l_ = ((y_a, s_a), (y_b, s_b)) if s_a > s_b else ((y_b, s_b), (y_a, s_a))
+                append_jsonl(out, label_row(record, w[0], l_[0], w[1], l_[1], cfg))
+                counts.pairs += 1
+        done = start + len(chunk)
+        atomic_write_text(record_file, json.dumps({"complete": False, "prompts_done": done,
+                                                   "prompts_total": len(records), "counts": asdict(counts),
+                                                   "config": settings}, indent=1))
+        bar.set_postfix(pairs=counts.pairs, ties=counts.ties, refresh=False)
+        bar.update(len(chunk))
+    bar.close()
+
+    final = {"complete": True, "prompts_done": done, "prompts_total": len(records), "counts": asdict(counts),
+             "prompt_source": {"summary": loaded.summary(), "skipped": loaded.skipped,
+                               "skipped_reasons": loaded.skipped_reasons},
+             "seconds_this_invocation": time.perf_counter() - t0, "config": settings}
+    atomic_write_text(record_file, json.dumps(final, indent=1) + "\n")
+    print(f"alignpro reward label: {counts.summary()} -> {out} (record: {record_file})", flush=True)
+    if counts.pairs == 0:
+        raise AlignProError(f"reward label: every prompt gave a tie or an empty answer ({counts.summary()}); no "
+                            "pairs to learn from. Try more prompts, a gold reward with finer scores, or a lower "
+                            "tie_margin")
+    return counts
