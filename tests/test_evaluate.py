@@ -424,3 +424,24 @@ def test_tiny_evaluation_on_smollm2_with_the_llm_judge(tmp_path: Path, smollm2_p
     again = run_evaluation(cfg)
     assert again["usage"]["model_loads"] == {}  # ...and not at all the second time
     assert again["cells"] == metrics["cells"]
+
+
+def test_the_ifeval_reward_scores_the_grid_from_the_datasets_records(tmp_path: Path) -> None:
+    """`evaluate` hands the datasets' records to a record-based reward: instructions come from the original x.
+    The fake target echoes words without punctuation, so it always follows "no commas" and never "all capitals"."""
+    rows = [{"key": 1, "prompt": "Describe rain. Do not use any commas.", "instruction_id_list": ["punctuation:no_comma"],
+             "kwargs": [{}]},
+            {"key": 2, "prompt": "Describe snow. Answer in capital letters only.",
+             "instruction_id_list": ["change_case:english_capital"], "kwargs": [{}]}]
+    data = tmp_path / "ifeval.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = build_config(EvaluateConfig, {
+        "out": str(tmp_path / "run"), "prompters": ["fake"], "targets": ["fake"], "reward": "ifeval",
+        "datasets": [f"mine={data}"], "seeds": [0], "arms": ["no_ft", "align_pro_closed_form"],
+        "judges": ["reward"], "k": 2, "m": 1, "batch_size": 4, "progress": False})
+    metrics = run_evaluation(cfg)
+    (cell,) = metrics["cells"]
+    assert cell["arms"]["no_ft"]["mean"] == pytest.approx(0.5)  # 1 on the first prompt, 0 on the second
+    with pytest.raises(ConfigError, match="invalid reward spec"):
+        build_config(EvaluateConfig, {"out": str(tmp_path / "x"), "reward": "ifeval+nope",
+                                      "datasets": ["builtin-ifeval:eval"]})
