@@ -46,7 +46,8 @@ ALIGN_PRO, ORACLE = "align_pro", "oracle"
 class DemoConfig:
     """Settings of `alignpro demo` (every flag is also a YAML key)."""
 
-    quick: bool = setting(False, "a ~1-minute run: 8 prompts, K=3, M=1, short answers")
+    quick: bool = setting(False, "a ~2-minute run: 8 prompts, K=2, M=1, 2 fresh answers, ≤40-token answers, no "
+                                 "closed form over the trained prompter")
     out: str = setting("runs/demo", "output folder for metrics.json and report.md")
     seed: int = setting(0, "random seed for every sampling stage")
     prompter: str = setting("smollm2", "prompter ρ_sft model spec: smollm2 | hf:<id or path> | fake")
@@ -59,7 +60,7 @@ class DemoConfig:
     field: str = setting("", "prompt field of a .jsonl/.csv file or dataset ('' = the source's default)")
     skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
     max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
-    n_prompts: int = setting(48, "a seeded sample of N prompts, kept in source order (0 = all; --quick uses 8)")
+    n_prompts: int = setting(24, "a seeded sample of N prompts, kept in source order (0 = all; --quick uses 8)")
     k: int = setting(4, "K: LM rewrites sampled from ρ_sft per prompt")
     m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
     lam: float = setting(0.1, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
@@ -93,7 +94,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.quick:
             self.n_prompts = self.n_prompts or 8
-            self.k, self.m, self.n_fresh = min(self.k, 3), 1, min(self.n_fresh, 2)
+            self.k, self.m, self.n_fresh = min(self.k, 2), 1, min(self.n_fresh, 2)
+            self.closed_form_over_trained = False
             self.answer_max_new_tokens = min(self.answer_max_new_tokens, 40)
         for name in ("k", "m", "n_fresh", "batch_size", "answer_max_new_tokens"):
             if getattr(self, name) < 1:
