@@ -183,3 +183,32 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+
+
+def parse_resumable_config(cls: type[T], argv: list[str] | None, prog: str, resumable: tuple[str, ...],
+                           run_kind: str = "run folder") -> T:
+    """Like :func:`parse_config`, for a command with ``--resume RUN``: the run's ``RUN/config.yaml`` is reused, and
+    the flags/YAML given with it may change only the settings named in ``resumable`` (else one error naming them)."""
+    parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip())
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="YAML file whose keys are the settings below; flags given here override it")
+    add_dataclass_arguments(parser, cls)
+    args = vars(parser.parse_args(argv))
+    config_path = args.pop("config")
+    values: dict[str, Any] = load_yaml(config_path) if config_path else {}
+    values.update(args)  # only the flags given explicitly
+    source = f"config '{config_path}'" if config_path else "command line"
+    if not values.get("resume"):
+        return build_config(cls, values, source=source)
+    run = Path(values["resume"])
+    saved_file = run / "config.yaml"
+    if not saved_file.is_file():
+        raise ConfigError(f"setting 'resume': '{run}' is not a {run_kind} (no config.yaml)")
+    saved = load_yaml(saved_file)
+    saved_cfg = config_to_dict(build_config(cls, saved, source=str(saved_file)))
+    asked = config_to_dict(build_config(cls, {**saved, **values}, source=source))
+    changed = sorted(k for k in asked if asked[k] != saved_cfg[k] and k not in resumable + ("out",))
+    if changed:
+        raise ConfigError(f"setting(s) {changed} differ from the run's {saved_file}; a resumed run may only "
+                          f"change {list(resumable)} (start a new run with --out for the others)")
+    return build_config(cls, {**saved, **values}, source=source)

@@ -8,12 +8,10 @@ or ``--config FILE.yaml``); see docs/reward-learning.md.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from alignpro.config import add_dataclass_arguments, build_config, config_to_dict, load_yaml, parse_config
+from alignpro.config import parse_config, parse_resumable_config
 from alignpro.errors import ConfigError
 from alignpro.reward_model.config import (RESUMABLE_CHANGES, RewardEvalConfig, RewardLabelConfig,
                                           RewardTrainConfig)
@@ -34,30 +32,8 @@ def _usage() -> str:
 
 def parse_train_config(argv: list[str]) -> RewardTrainConfig:
     """Flags and/or YAML into a :class:`RewardTrainConfig`; with ``--resume RUN`` the run's own config.yaml."""
-    parser = argparse.ArgumentParser(prog="alignpro reward train",
-                                     description=(RewardTrainConfig.__doc__ or "").strip())
-    parser.add_argument("--config", default=None, metavar="FILE.yaml",
-                        help="YAML file whose keys are the settings below; flags given here override it")
-    add_dataclass_arguments(parser, RewardTrainConfig)
-    args = vars(parser.parse_args(argv))
-    config_path = args.pop("config")
-    values: dict[str, Any] = load_yaml(config_path) if config_path else {}
-    values.update(args)
-    source = f"config '{config_path}'" if config_path else "command line"
-    if not values.get("resume"):
-        return build_config(RewardTrainConfig, values, source=source)
-    run = Path(values["resume"])
-    saved_file = run / "config.yaml"
-    if not saved_file.is_file():
-        raise ConfigError(f"setting 'resume': '{run}' is not a reward-model run folder (no config.yaml)")
-    saved = load_yaml(saved_file)
-    saved_cfg = config_to_dict(build_config(RewardTrainConfig, saved, source=str(saved_file)))
-    asked = config_to_dict(build_config(RewardTrainConfig, {**saved, **values}, source=source))
-    changed = sorted(k for k in asked if asked[k] != saved_cfg[k] and k not in RESUMABLE_CHANGES)
-    if changed:
-        raise ConfigError(f"setting(s) {changed} differ from the run's {saved_file}; a resumed run may only change "
-                          f"{list(RESUMABLE_CHANGES)} (start a new run with --out for the others)")
-    return build_config(RewardTrainConfig, {**saved, **values}, source=source)
+    return parse_resumable_config(RewardTrainConfig, argv, "alignpro reward train", RESUMABLE_CHANGES,
+                                  run_kind="reward-model run folder")
 
 
 def run_eval(cfg: RewardEvalConfig) -> dict[str, Any]:
