@@ -260,3 +260,22 @@ def test_distill_config_errors(tiny_model, tmp_path, bad, match):
         values["target"] = f"hf:{tiny_model}"
     with pytest.raises(ConfigError, match=match):
         build_config(TrainConfig, values)
+
+
+def test_time_limit_stops_after_a_step_with_a_checkpoint_and_resume_finishes(tiny_model, tmp_path):
+    """time_limit_minutes: the run stops after the first step that ends past the limit, writes that step's
+    checkpoint and RUN/final (recording the step reached), and --resume goes on to `steps`."""
+    values = _args(tiny_model, tmp_path / "run", steps=4, save_every=10, time_limit_minutes=1e-9)
+    threads = torch.get_num_threads()
+    first = train(build_config(TrainConfig, values), target=FakeTarget(), reward=FakeReward())
+    assert [r["step"] for r in first.rows] == [1]
+    assert (tmp_path / "run" / "checkpoints" / "step-000001" / "COMPLETE").is_file()
+    info = json.loads((tmp_path / "run" / "final" / "alignpro-train.json").read_text())
+    assert info["steps"] == 1
+    rest = train(build_config(TrainConfig, {**values, "resume": str(tmp_path / "run"), "time_limit_minutes": 0}),
+                 target=FakeTarget(), reward=FakeReward())
+    torch.set_num_threads(threads)
+    assert [r["step"] for r in rest.rows] == [2, 3, 4]
+    assert json.loads((tmp_path / "run" / "final" / "alignpro-train.json").read_text())["steps"] == 4
+    with pytest.raises(ConfigError, match="time_limit_minutes"):
+        build_config(TrainConfig, {**values, "time_limit_minutes": -1})

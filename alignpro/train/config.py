@@ -23,7 +23,7 @@ class Role(enum.Enum):
 
 #: Settings that may change when a run is resumed (everything else must match the run's config.yaml).
 RESUMABLE_CHANGES = ("steps", "resume", "save_every", "keep_checkpoints", "progress", "num_threads",
-                     "debug_param_checksum", "device", "generation_batch_size")
+                     "debug_param_checksum", "device", "generation_batch_size", "time_limit_minutes")
 
 
 @dataclass
@@ -115,6 +115,9 @@ class TrainConfig:
         "auto", "mixed precision (GPUs; bf16 is very slow on CPU); auto = the accelerate launcher's, else no")
     num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
     generation_batch_size: int = setting(32, "batch size of π_F's answer generation")
+    time_limit_minutes: float = setting(0.0, "stop cleanly after the first step that ends past this many minutes "
+                                             "of this invocation (a checkpoint, then RUN/final as of that step; "
+                                             "--resume continues); 0 = no limit")
     progress: bool = setting(True, "show a progress bar")
     debug_param_checksum: bool = setting(False, "at the end, each process writes a checksum of its parameters "
                                                 "to RUN/debug/ (checks data-parallel sync)")
@@ -134,6 +137,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
         for name in ("baseline_m", "n_prompts", "warmup_steps", "num_threads", "weight_decay", "max_grad_norm",
+                     "time_limit_minutes",
                      "vf_coef", "top_k", "answer_top_k"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting '{name}' must be >= 0, got {getattr(self, name)}")

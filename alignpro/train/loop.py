@@ -205,6 +205,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
                       f"{'resuming after step ' + str(start_step) if resume_from else 'new run'} in {run}")
 
     rows: list[dict[str, Any]] = []
+    t_invocation, last_step = time.perf_counter(), cfg.steps
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.role.value}/{cfg.algo.value}", unit="step",
                disable=not (is_main and cfg.progress), dynamic_ncols=True)
     for step in range(start_step + 1, cfg.steps + 1):
@@ -358,7 +359,11 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.2f}", refresh=False)
 
         # ======================================================================== 8. checkpoint (atomic)
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        out_of_time = bool(cfg.time_limit_minutes) and step < cfg.steps and (
+            time.perf_counter() - t_invocation > 60 * cfg.time_limit_minutes)
+        if world > 1:  # rank 0's clock decides, so every process stops after the same step
+            out_of_time = bool(broadcast_object_list([out_of_time])[0])
+        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
             tmp = Path(broadcast_object_list([str(begin_checkpoint(run, step)) if is_main else ""])[0])
             torch_save(rng_state(), tmp / f"rng-rank{rank}.pt")
             if deepspeed:
@@ -374,13 +379,17 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
                 finish_checkpoint(tmp, run, step)
                 prune_checkpoints(run, cfg.keep_checkpoints)
             accelerator.wait_for_everyone()
-    bar.close()
+        if out_of_time:
+            last_step = step
+            accelerator.print(f"alignpro train: time limit of {cfg.time_limit_minutes} min reached after step "
+                              f"{step} of {cfg.steps}; checkpoint written, continue with --resume {run}")
+            break
 
     # ================================================================= export: RUN/final as a model folder
     if is_main:
         last = read_jsonl(run / METRICS)[-5:]  # the whole run's last steps (this invocation may be a resume)
         info = {"role": cfg.role.value, "algo": cfg.algo.value, "base_spec": cfg.policy_spec, "lora": cfg.lora,
-                "template": cfg.template if cfg.role is Role.PROMPTER else None, "steps": cfg.steps,
+                "template": cfg.template if cfg.role is Role.PROMPTER else None, "steps": last_step,
                 "run": str(run), "reward": cfg.reward, "prompts": cfg.prompts,
                 "final_kl": float(np.mean([r["kl"] for r in last])) if last else None,
                 "final_kl_note": "mean per-response KL(π_θ ‖ π_ref) in nats over the last 5 training steps"}
@@ -390,7 +399,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     if cfg.debug_param_checksum:
         (run / "debug").mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "debug" / f"params-rank{rank}.json",
-                          json.dumps({"rank": rank, "world": world, "step": cfg.steps, **param_checksum(unwrapped)}))
+                          json.dumps({"rank": rank, "world": world, "step": last_step, **param_checksum(unwrapped)}))
     accelerator.wait_for_everyone()
     return TrainResult(run, run / "final", rows, unwrapped, reference)
 
