@@ -1,6 +1,7 @@
 """Model and reward specs, resolved in one place.
 
-Model specs (prompter ρ and target π_F):
+Model specs (prompter ρ and target π_F); the kinds and what each can do are the table of
+:mod:`alignpro.backends.registry`:
   - ``smollm2``                 the embedded SmolLM2-135M-Instruct (converted once into $ALIGNPRO_HOME)
   - ``hf:<hub id or local path>`` any transformers causal LM (hub ids need internet the first time), or a LoRA
                                 adapter folder written by ``alignpro train --lora`` (RUN/final-adapter: base + adapter)
@@ -8,8 +9,9 @@ Model specs (prompter ρ and target π_F):
   - ``openai:<model>@<base_url>`` (target) any OpenAI-compatible API (see alignpro.backends.openai_backend)
   - ``vllm:<hub id or path>``   (target) in-process vLLM on a GPU; extra ``alignpro[vllm]``
   - ``gguf:<path>``             (target) llama-cpp-python on CPU; extra ``alignpro[gguf]``
-  The last three take backend options after ``?``: ``openai:m@http://127.0.0.1:8001/v1?no_key=true&concurrency=32``.
-Reward specs:
+  The last three take backend options after ``?``: ``openai:m@http://127.0.0.1:8001/v1?no_key=true&concurrency=32``
+  (read by :func:`alignpro.backends.options.spec_options`).
+Reward specs (parsed once, by :func:`parse_reward_spec`):
   - ``builtin``                 MiniLM relevance + VADER tone, in [0, 1] (see alignpro.rewards.builtin)
   - ``ifeval``                  fraction of the original prompt's IFEval instructions followed (alignpro.rewards.ifeval);
                                 needs the prompt records (instruction_id_list, kwargs)
@@ -25,14 +27,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from alignpro.backends.base import GenerationConfig
-from alignpro.errors import AlignProError, ConfigError
+from alignpro.backends.options import local_or_hub
+from alignpro.backends.registry import LOCAL_LM_KINDS, KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS
+from alignpro.errors import AlignProError
 
-MODEL_SPEC_FORMS = ("smollm2", "hf:<hub id or local path>", "fake", "openai:<model>@<base_url>[?options]",
-                    "vllm:<hub id or path>[?options]", "gguf:<path>[?options]")
-#: kinds that can only answer (π_F): they give no token log-probs to train a prompter with
-TARGET_ONLY_KINDS = ("openai", "vllm", "gguf")
+__all__ = ["DEFAULT_REWRITE_CONFIG", "LOCAL_LM_KINDS", "MODEL_SPEC_FORMS", "REWARD_SPEC_FORMS", "RECORD_REWARDS",
+           "TARGET_ONLY_KINDS", "ModelSpec", "RewardSpec", "check_prompter_spec", "check_reward_spec",
+           "load_causal_lm", "make_prompter", "make_reward", "make_target", "model_path", "parse_model_spec",
+           "parse_reward_spec", "reward_needs_records"]
+
 REWARD_SPEC_FORMS = ("builtin", "ifeval", "hf:<hub id or local path>", "rm:<folder of alignpro reward train>",
                      "python:<module>:<function>", "fake",
                      "a weighted sum such as ifeval+builtin or 0.75*ifeval+0.25*builtin")
@@ -43,9 +49,14 @@ RECORD_REWARDS = ("ifeval",)
 DEFAULT_REWRITE_CONFIG = GenerationConfig(max_new_tokens=48, temperature=0.8, top_p=0.95, top_k=50)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Model specs
+# ---------------------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    kind: str  #: "smollm2" | "hf" | "fake" | "openai" | "vllm" | "gguf"
+    kind: str  #: a kind of alignpro.backends.registry.KINDS: "smollm2" | "hf" | "fake" | "openai" | "vllm" | "gguf"
     ref: str = ""  #: hub id or path for "hf"; everything after "<kind>:" for the target-only kinds
 
     def __str__(self) -> str:
@@ -53,59 +64,25 @@ class ModelSpec:
 
 
 def parse_model_spec(spec: str) -> ModelSpec:
+    """``kind`` or ``kind:ref``; an answer-only kind's reference and options are validated now, not at first use."""
     spec = spec.strip()
-    if spec in ("smollm2", "fake"):
-        return ModelSpec(spec)
-    if spec.startswith("hf:") and spec[3:].strip():
-        return ModelSpec("hf", spec[3:].strip())
-    kind, _, ref = spec.partition(":")
-    if kind in TARGET_ONLY_KINDS and ref.strip():
-        _target_class(kind).parse_ref(ref.strip())  # validates the form and the options now, not at first use
-        return ModelSpec(kind, ref.strip())
+    name, colon, ref = spec.partition(":")
+    kind = KINDS.get(name)
+    if kind is not None and (ref.strip() if kind.takes_ref else not colon):
+        if kind.answer_only:
+            kind.target_class().parse_ref(ref.strip())
+        return ModelSpec(name, ref.strip())
     raise AlignProError(f"invalid model spec '{spec}'; valid forms: {', '.join(MODEL_SPEC_FORMS)}")
 
 
-def _target_class(kind: str):
-    """The backend class of a target-only kind (its module imports the heavy package lazily)."""
-    if kind == "openai":
-        from alignpro.backends.openai_backend import OpenAITarget
-
-        return OpenAITarget
-    if kind == "vllm":
-        from alignpro.backends.vllm_backend import VLLMTarget
-
-        return VLLMTarget
-    from alignpro.backends.gguf_backend import GGUFTarget
-
-    return GGUFTarget
-
-
-def spec_options(cls: type, query: str, spec: str):
-    """The backend options written after ``?`` in a spec (``a=1&b=true``), as the dataclass ``cls``."""
-    import typing
-    from urllib.parse import parse_qsl
-
-    from alignpro.config import build_config
-
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise AlignProError(f"spec '{spec}': options after '?' must look like name=value&name=value") from None
-    hints = typing.get_type_hints(cls)
-    values: dict[str, object] = {}
-    for name, value in pairs:
-        if name in values:
-            raise AlignProError(f"spec '{spec}': option '{name}' is given twice")
-        if hints.get(name) is bool:
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise AlignProError(f"spec '{spec}': option '{name}' must be true or false, got '{value}'")
-            values[name] = value.lower() in ("true", "1", "yes")
-        else:
-            values[name] = value
-    try:
-        return build_config(cls, values, source="its options")
-    except ConfigError as exc:
-        raise ConfigError(f"spec '{spec}': {exc}") from None
+def check_prompter_spec(spec: str | ModelSpec) -> ModelSpec:
+    """The spec of a model that can be a prompter: an AlignProError when its kind can only answer."""
+    ms = parse_model_spec(spec) if isinstance(spec, str) else spec
+    if KINDS[ms.kind].answer_only:
+        local = ", ".join(k.form for k in KINDS.values() if not k.answer_only)
+        raise AlignProError(f"'{spec}' can only be a target: a prompter needs a local model with token log-probs "
+                            f"({local})")
+    return ms
 
 
 def model_path(spec: ModelSpec) -> str:
@@ -115,8 +92,7 @@ def model_path(spec: ModelSpec) -> str:
 
         return str(smollm2_folder())
     if spec.kind == "hf":
-        local = Path(spec.ref).expanduser()
-        return str(local) if local.exists() else spec.ref
+        return local_or_hub(spec.ref)
     raise AlignProError(f"model spec '{spec}' has no weights to load")
 
 
@@ -139,98 +115,145 @@ def load_causal_lm(spec: str | ModelSpec, *, trainable: bool = False, batch_size
 def make_target(spec: str, gen: GenerationConfig | None = None, *, batch_size: int = 16):
     """π_F for ``spec``; its weights are frozen (eval mode, no gradients)."""
     ms = parse_model_spec(spec)
-    if ms.kind == "fake":
-        from alignpro.backends.fake import FakeTarget
-
-        return FakeTarget()
-    if ms.kind in TARGET_ONLY_KINDS:
-        return _target_class(ms.kind).from_spec(ms.ref, gen or GenerationConfig())
-    from alignpro.backends.hf import HFTarget
-
-    return HFTarget(load_causal_lm(ms, batch_size=batch_size), gen or GenerationConfig(), name=spec)
+    kind = KINDS[ms.kind]
+    if kind.answer_only:
+        return kind.target_class().from_spec(ms.ref, gen or GenerationConfig())
+    if not kind.trainable:  # the fake
+        return kind.target_class()()
+    return kind.target_class()(load_causal_lm(ms, batch_size=batch_size), gen or GenerationConfig(), name=spec)
 
 
 def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationConfig | None = None, *,
                   batch_size: int = 16):
     """ρ_sft for ``spec``: the LM plus the rewrite template (a builtin name or a YAML path)."""
-    ms = parse_model_spec(spec)
-    if ms.kind == "fake":
-        from alignpro.backends.fake import FakePrompter
-
-        return FakePrompter()
-    if ms.kind in TARGET_ONLY_KINDS:
-        raise AlignProError(f"'{spec}' can only be a target: a prompter needs a local model with token log-probs "
-                            "(smollm2, hf:<hub id or path>, fake)")
-    from alignpro.backends.hf import HFPrompter
+    ms = check_prompter_spec(spec)
+    kind = KINDS[ms.kind]
+    if not kind.trainable:  # the fake
+        return kind.prompter_class()()
     from alignpro.templates import load_rewrite_template
 
     tpl = load_rewrite_template(template)
-    return HFPrompter(load_causal_lm(ms, batch_size=batch_size), tpl, gen or DEFAULT_REWRITE_CONFIG, name=spec)
+    return kind.prompter_class()(load_causal_lm(ms, batch_size=batch_size), tpl, gen or DEFAULT_REWRITE_CONFIG,
+                                 name=spec)
 
 
-def _check_single_reward(spec: str, whole: str) -> str:
-    ok = spec in ("builtin", "fake", "ifeval") or (spec[:3] in ("hf:", "rm:") and spec[3:].strip()) or (
-        spec.startswith("python:") and len(spec.split(":")) == 3 and all(spec.split(":")[1:]))
-    if not ok:
-        raise AlignProError(f"invalid reward spec '{whole}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
-    return spec
+# ---------------------------------------------------------------------------------------------------------------
+# Reward specs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """One reward of a (possibly weighted-sum) reward spec."""
+
+    kind: str  #: "builtin" | "ifeval" | "fake" | "hf" | "rm" | "python"
+    ref: str = ""  #: hf: hub id or path; rm: run folder; python: "<module>:<function>"
+    weight: float = 1.0  #: its weight in the sum (1 for a single reward)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.ref}" if self.ref else self.kind
+
+    @property
+    def needs_records(self) -> bool:
+        """It looks up each prompt's record (its IFEval instructions)."""
+        return self.kind in RECORD_REWARDS
+
+    @property
+    def module(self) -> str:
+        """python: the module to import."""
+        return self.ref.split(":")[0] if self.kind == "python" else ""
+
+    @property
+    def function(self) -> str:
+        """python: the function in :attr:`module`."""
+        return self.ref.split(":")[1] if self.kind == "python" else ""
+
+
+_BARE_REWARDS = ("builtin", "ifeval", "fake")
+
+
+def _parse_one(term: str, weight: float, whole: str) -> RewardSpec:
+    kind, colon, ref = term.partition(":")
+    if kind in _BARE_REWARDS and not colon:
+        return RewardSpec(kind, weight=weight)
+    if kind in ("hf", "rm") and ref.strip():
+        return RewardSpec(kind, ref.strip(), weight)
+    parts = term.split(":")
+    if kind == "python" and len(parts) == 3 and parts[1] and parts[2]:
+        return RewardSpec(kind, ref, weight)
+    raise AlignProError(f"invalid reward spec '{whole}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
+
+
+def parse_reward_spec(spec: str) -> tuple[RewardSpec, ...]:
+    """The rewards of ``spec``: one for a single reward, one per term (with its weight) for a weighted sum."""
+    from alignpro.rewards.mix import parse_mix
+
+    spec = spec.strip()
+    if "+" not in spec:
+        return (_parse_one(spec, 1.0, spec),)
+    return tuple(_parse_one(t.spec, t.weight, spec) for t in parse_mix(spec))
 
 
 def check_reward_spec(spec: str) -> str:
-    """Validate the form of a reward spec without loading anything."""
-    spec = spec.strip()
-    if "+" in spec:
-        from alignpro.rewards.mix import parse_mix
-
-        for term in parse_mix(spec):
-            _check_single_reward(term.spec, spec)
-        return spec
-    return _check_single_reward(spec, spec)
+    """Validate the form of a reward spec without loading anything; returns it stripped."""
+    parse_reward_spec(spec)
+    return spec.strip()
 
 
 def reward_needs_records(spec: str) -> bool:
     """Whether the reward looks up each prompt's record (its IFEval instructions)."""
-    from alignpro.rewards.mix import parse_mix
+    return any(t.needs_records for t in parse_reward_spec(spec))
 
-    return any(t.spec in RECORD_REWARDS for t in parse_mix(check_reward_spec(spec)))
+
+def _builtin(t: RewardSpec, records: Any):
+    from alignpro.rewards.builtin import BuiltinReward
+
+    return BuiltinReward()
+
+
+def _ifeval(t: RewardSpec, records: Any):
+    from alignpro.rewards.ifeval import IFEvalReward
+
+    if records is None:
+        raise AlignProError("reward 'ifeval' needs the prompt records it will score (their IFEval "
+                            "instructions); this command does not pass prompt records to its reward")
+    return IFEvalReward(records)
+
+
+def _fake(t: RewardSpec, records: Any):
+    from alignpro.backends.fake import FakeReward
+
+    return FakeReward()
+
+
+def _hf(t: RewardSpec, records: Any):
+    from alignpro.rewards.hf import HFReward
+
+    return HFReward(local_or_hub(t.ref))
+
+
+def _rm(t: RewardSpec, records: Any):
+    from alignpro.reward_model.model import BradleyTerryReward
+
+    return BradleyTerryReward(t.ref)
+
+
+def _python(t: RewardSpec, records: Any):
+    from alignpro.rewards.python import PythonReward
+
+    return PythonReward(t.module, t.function)
+
+
+#: reward kind -> its builder (the reward spec, the prompt records) -> reward
+REWARD_BUILDERS: dict[str, Callable[[RewardSpec, Any], Any]] = {
+    "builtin": _builtin, "ifeval": _ifeval, "fake": _fake, "hf": _hf, "rm": _rm, "python": _python}
 
 
 def make_reward(spec: str, records=None):
     """The reward for ``spec``; ``records`` (the prompt records it will score) are needed by ``ifeval``."""
-    spec = check_reward_spec(spec)
-    if "+" in spec:
-        from alignpro.rewards.mix import MixedReward, parse_mix
+    terms = parse_reward_spec(spec)
+    if len(terms) == 1:
+        return REWARD_BUILDERS[terms[0].kind](terms[0], records)
+    from alignpro.rewards.mix import MixedReward
 
-        return MixedReward([(t.weight, make_reward(t.spec, records)) for t in parse_mix(spec)], name=spec)
-    if spec == "builtin":
-        from alignpro.rewards.builtin import BuiltinReward
-
-        return BuiltinReward()
-    if spec == "ifeval":
-        from alignpro.rewards.ifeval import IFEvalReward
-
-        if records is None:
-            raise AlignProError("reward 'ifeval' needs the prompt records it will score (their IFEval "
-                                "instructions); this command does not pass prompt records to its reward")
-        return IFEvalReward(records)
-    if spec == "fake":
-        from alignpro.backends.fake import FakeReward
-
-        return FakeReward()
-    if spec.startswith("hf:") and spec[3:].strip():
-        from alignpro.rewards.hf import HFReward
-
-        ref = spec[3:].strip()
-        local = Path(ref).expanduser()
-        return HFReward(str(local) if local.exists() else ref)
-    if spec.startswith("rm:") and spec[3:].strip():
-        from alignpro.reward_model.model import BradleyTerryReward
-
-        return BradleyTerryReward(spec[3:].strip())
-    if spec.startswith("python:"):
-        parts = spec.split(":")
-        if len(parts) == 3 and parts[1] and parts[2]:
-            from alignpro.rewards.python import PythonReward
-
-            return PythonReward(parts[1], parts[2])
-    raise AlignProError(f"invalid reward spec '{spec}'; valid forms: {', '.join(REWARD_SPEC_FORMS)}")
+    return MixedReward([(t.weight, REWARD_BUILDERS[t.kind](t, records)) for t in terms], name=spec.strip())

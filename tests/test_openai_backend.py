@@ -217,7 +217,8 @@ def test_cache_hits_on_the_second_run(fake: FakeOpenAIServer, tmp_path) -> None:
     again.answer(["a"], n=1)  # unseeded requests are fresh samples: never cached by default
     again.answer(["a"], n=1)
     assert len(fake.requests) == 7
-    assert len(list(tmp_path.rglob("*.json"))) == 5
+    assert len(AnswerCache(tmp_path)) == 5  # one row per seeded answer, in the one sqlite file
+    assert not list(tmp_path.rglob("*.json"))
 
 
 def test_cache_key_covers_model_messages_config_sample_seed() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from alignpro.backends.base import Answer, GenerationConfig, Usage
-from alignpro.backends.openai_backend import request_seed
+from alignpro.backends.chat import request_seed, user_turns
+from alignpro.backends.options import spec_options
 from alignpro.config import setting
 from alignpro.errors import AlignProError, ConfigError
 
@@ -36,8 +37,6 @@ class GGUFOptions:
 
 def parse_gguf_ref(ref: str) -> tuple[Path, GGUFOptions]:
     """``<path>[?options]`` → (path, options). The file's existence is checked when the target is built."""
-    from alignpro.specs import spec_options
-
     path, _, query = ref.strip().partition("?")
     if not path.strip():
         raise AlignProError(f"invalid spec 'gguf:{ref}'; expected gguf:<path to a .gguf file>[?options]")
@@ -73,11 +72,9 @@ class GGUFTarget:
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
                systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
-        systems = list(systems) if systems is not None else [None] * len(prompts)
         g = self.gen
         rows = []
-        for p, s in zip(prompts, systems, strict=True):
-            conv = ([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
+        for conv in user_turns(prompts, systems):
             row = []
             for j in range(n):
                 out = self.llm.create_chat_completion(

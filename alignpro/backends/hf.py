@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet, Usage
+from alignpro.backends.chat import render_chat, stop_token_ids, user_turns
 from alignpro.backends.decode import decode
 from alignpro.errors import AlignProError
 from alignpro.templates import RewriteTemplate
@@ -58,29 +59,28 @@ class HFCausalLM:
 
     # ---------------------------------------------------------------- prompts
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """Render a conversation with the tokenizer's chat template, ready for the assistant's turn."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # a base model without a template: plain text turns
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        """Render a conversation with the tokenizer's chat template (or plain text turns for a base model without
+        one), ready for the assistant's turn."""
+        return render_chat(self.tokenizer, messages)
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, conversations: Sequence[list[dict[str, str]]], gen: GenerationConfig,
-               seed: int | None = None, with_logprobs: bool = True) -> Generated:
+               seed: int | None = None, with_logprobs: bool = True, prefill: str = "") -> Generated:
         """One sampled continuation per conversation, batched by similar length (less padding), decoded by
         :func:`alignpro.backends.decode.decode` (the distribution of ``generate``, with shared prefixes encoded once).
 
-        ``with_logprobs=False`` leaves ``token_logprobs`` empty (the target's answers need none).
+        ``with_logprobs=False`` leaves ``token_logprobs`` empty (the target's answers need none). ``prefill`` starts
+        every assistant turn (the returned texts are what follows it).
         """
         if seed is not None:
             torch.manual_seed(seed)
-        texts = [self.chat_prompt(c) for c in conversations]
+        texts = [self.chat_prompt(c) + prefill for c in conversations]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out_text: list[str] = [""] * len(texts)
         out_ids: list[list[int]] = [[] for _ in texts]
         out_lp: list[list[float]] = [[] for _ in texts]
-        eos = self._eos_ids()
+        eos = self.stop_ids()
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -99,14 +99,11 @@ class HFCausalLM:
                 time.perf_counter() - t0)
         return Generated(out_text, out_ids, out_lp)
 
-    def _eos_ids(self) -> set[int]:
-        ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-        gc_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        if isinstance(gc_eos, int):
-            ids.add(gc_eos)
-        elif gc_eos:
-            ids.update(gc_eos)
-        return {i for i in ids if i is not None}
+    def stop_ids(self) -> set[int]:
+        """The tokens at which :meth:`sample` cuts a continuation: EOS, pad, the generation config's EOS."""
+        return stop_token_ids(self.tokenizer, self.model, pad=True)
+
+    _eos_ids = stop_ids  # the name alignpro.theory.estimate calls (until it calls stop_ids)
 
 
 class HFTarget:
@@ -117,11 +114,7 @@ class HFTarget:
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
                systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
-        systems = list(systems) if systems is not None else [None] * len(prompts)
-        convs = []
-        for p, s in zip(prompts, systems):
-            conv = ([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
-            convs.extend([conv] * n)
+        convs = [conv for conv in user_turns(prompts, systems) for _ in range(n)]
         g = self.lm.sample(convs, self.gen, seed=seed, with_logprobs=False)
         answers = [Answer(t, len(ids)) for t, ids in zip(g.texts, g.token_ids)]
         return [answers[i * n:(i + 1) * n] for i in range(len(prompts))]

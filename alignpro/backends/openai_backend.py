@@ -4,23 +4,22 @@ Spec: ``openai:<model>@<base_url>[?option=value&...]``, e.g. ``openai:gpt-4o-min
 ``openai:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8001/v1?no_key=true&concurrency=32``. The options after ``?``
 are the fields of :class:`OpenAIOptions` (API key variable, concurrency, retries, budget, cache).
 
-What one request goes through (:meth:`OpenAITarget.acomplete`):
+What one answer goes through (:meth:`OpenAITarget.acomplete`):
 
-1. the on-disk cache, keyed by sha256(model, messages, generation config, sample index, seed): a hit costs nothing;
-2. the budget: before each HTTP request, ``max_requests`` / ``max_tokens`` are checked and :class:`BudgetExceeded`
-   is raised once either is spent (callers checkpoint and stop; answers already received are in the cache, so the
-   resumed run does not pay for them again);
-3. the concurrency limit (a semaphore per event loop);
-4. the request itself, with bounded exponential backoff on 429 / 5xx / timeouts / connection errors / malformed
-   bodies. The ``openai`` client's own retries are off (``max_retries=0``) so every retry is counted here.
+1. the disk cache (:class:`AnswerCache`, one sqlite file), keyed by sha256(model, messages, generation config,
+   sample index, seed): a hit costs nothing;
+2. the request (:class:`~alignpro.backends.openai_client.OpenAIClient`): budget (``max_requests`` /
+   ``max_tokens``; :class:`BudgetExceeded` once either is spent: callers checkpoint and stop, and the answers
+   already received are in the cache, so the resumed run does not pay for them again), the concurrency limit,
+   and retries by the one :class:`~alignpro.backends.retry.RetryPolicy` (the server's Retry-After is a minimum).
 
-Counters live in ``target.usage`` (:class:`~alignpro.backends.base.Usage`): ``calls`` = HTTP requests sent (retries
-included), ``retries``, ``generated_tokens`` = completion tokens, and ``extra``: ``prompt_tokens``,
-``cache_hits``, ``cache_misses``, ``failed_requests``.
+Counters live in ``target.usage`` (the client's, see :mod:`alignpro.backends.openai_client`), with
+``cache_hits`` and ``cache_misses`` added here.
 
-The sync API (:meth:`~OpenAITarget.answer`, :meth:`~OpenAITarget.chat`) runs the requests on a private event loop
-thread, so it works from plain scripts, training loops and from inside other event loops alike. The async API
-(:meth:`~OpenAITarget.acomplete`, :meth:`~OpenAITarget.acreate`) runs on whatever loop awaits it (``alignpro serve``).
+The sync API (:meth:`~OpenAITarget.answer`, :meth:`~OpenAITarget.chat`) runs the requests on the client's private
+event loop thread, so it works from plain scripts, training loops and from inside other event loops alike. The
+async API (:meth:`~OpenAITarget.acomplete`, :meth:`~OpenAITarget.acreate`) runs on whatever loop awaits it
+(``alignpro serve``).
 
 ``openai`` itself is imported when a target is built, so importing this module (e.g. for :class:`BudgetExceeded`)
 is cheap.
@@ -32,40 +31,24 @@ import asyncio
 import hashlib
 import json
 import os
-import random
 import re
-import threading
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
-from alignpro.backends.base import Answer, GenerationConfig, Usage
+from alignpro.backends.base import Answer, GenerationConfig
+from alignpro.backends.chat import request_seed, user_turns
+from alignpro.backends.openai_client import BudgetExceeded, OpenAIClient, TargetError
+from alignpro.backends.options import spec_options
+from alignpro.backends.retry import RetryPolicy
 from alignpro.config import setting
+from alignpro.diskcache import DiskCache
 from alignpro.errors import AlignProError, ConfigError
+
+__all__ = ["AnswerCache", "BudgetExceeded", "OpenAIOptions", "OpenAITarget", "TargetError", "parse_openai_ref"]
 
 OPENAI_SPEC_FORM = "openai:<model>@<base_url>[?option=value&...]"
 _REF = re.compile(r"^(?P<model>[^?]+?)@(?P<url>https?://[^?\s]+)(?:\?(?P<query>.*))?$")
-#: HTTP statuses worth retrying: request timeout, conflict, rate limit, and every server error.
-RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
-
-
-class BudgetExceeded(AlignProError):
-    """A request budget (``max_requests`` or ``max_tokens``) is spent. Catch it to checkpoint and stop cleanly."""
-
-    def __init__(self, setting_name: str, limit: int, used: int, target: str) -> None:
-        self.setting_name, self.limit, self.used, self.target = setting_name, limit, used, target
-        super().__init__(f"budget of target '{target}' reached: {setting_name}={limit} (used {used}); the "
-                         f"answers received are cached, so a rerun (a new process has a fresh budget) or a larger "
-                         f"'{setting_name}' in the spec continues without paying for them again")
-
-
-class TargetError(AlignProError):
-    """The target API failed: a non-retryable status, or still failing after the allowed retries."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  #: the last HTTP status from the server (None: no response, or a malformed one)
 
 
 @dataclass
@@ -78,7 +61,8 @@ class OpenAIOptions:
     timeout_s: float = setting(120.0, "seconds before one request times out (then it is retried)")
     max_retries: int = setting(5, "retries per request on 429 / 5xx / timeouts / connection errors / bad bodies")
     backoff_s: float = setting(0.5, "delay before the first retry; doubles on each retry (with jitter)")
-    max_backoff_s: float = setting(20.0, "longest delay between retries (also caps a server's Retry-After)")
+    max_backoff_s: float = setting(20.0, "longest delay between retries (also caps a server's Retry-After, which "
+                                         "is otherwise a minimum)")
     max_requests: int = setting(0, "budget: most HTTP requests (retries included) before BudgetExceeded; 0 = none")
     max_tokens: int = setting(0, "budget: most prompt + completion tokens before BudgetExceeded; 0 = none")
     cache: str = setting("auto", "answer cache folder; auto = $ALIGNPRO_HOME/cache/openai, off = no cache")
@@ -98,6 +82,10 @@ class OpenAIOptions:
         if not self.no_key and not self.key_env:
             raise ConfigError("option 'key_env' must name an environment variable (or set no_key=true)")
 
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.backoff_s, self.max_backoff_s)
+
     def cache_dir(self) -> Path | None:
         if self.cache == "off":
             return None
@@ -110,8 +98,6 @@ class OpenAIOptions:
 
 def parse_openai_ref(ref: str) -> tuple[str, str, OpenAIOptions]:
     """``<model>@<base_url>[?options]`` → (model, base_url, options); an AlignProError names what is wrong."""
-    from alignpro.specs import spec_options
-
     m = _REF.match(ref.strip())
     if not m:
         raise AlignProError(f"invalid openai spec 'openai:{ref}'; expected {OPENAI_SPEC_FORM}, e.g. "
@@ -122,80 +108,75 @@ def parse_openai_ref(ref: str) -> tuple[str, str, OpenAIOptions]:
 
 # ---------------------------------------------------------------------------------------------- the cache
 class AnswerCache:
-    """One JSON file per answer under ``folder/ab/<sha256>.json``; writes are atomic (tmp file + rename)."""
+    """Answers in one sqlite file, ``folder/answers.sqlite`` (:class:`~alignpro.diskcache.DiskCache`).
+
+    Caches written by earlier versions (one JSON file per answer, ``folder/ab/<key>.json``, same keys) keep
+    hitting: a key missing from the sqlite file is looked up there and copied in.
+    """
+
+    STAGE = "openai-answer"
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.db = DiskCache(self.folder / "answers.sqlite")
 
     @staticmethod
     def key(model: str, messages: list[dict[str, Any]], params: dict[str, Any], sample: int,
             seed: int | None) -> str:
+        """sha256 of (model, messages, request fields, sample index, seed): the key of the earlier JSON cache."""
         blob = json.dumps({"model": model, "messages": messages, "params": params, "sample": sample, "seed": seed},
                           sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
-
     def get(self, key: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        hit = self.db.get(self.STAGE, key)
+        if hit is None:
+            try:  # an answer of the earlier one-JSON-file-per-answer cache
+                hit = json.loads((self.folder / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            self.put(key, hit)
+        return hit
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        self.db.put(self.STAGE, key, value)
 
-
-class _Malformed(Exception):
-    """The server answered 200 with a body that is not a chat completion."""
-
-
-def request_seed(seed: int, sample: int) -> int:
-    """The seed sent for sample ``sample`` of a prompt: distinct per sample, so n answers are n draws."""
-    digest = hashlib.sha256(f"{seed}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+    def __len__(self) -> int:
+        return len(self.db)
 
 
 # ---------------------------------------------------------------------------------------------- the target
 class OpenAITarget:
     """π_F answered by ``model`` at ``base_url`` through the official ``openai`` client."""
 
+    parse_ref = staticmethod(parse_openai_ref)
+
     def __init__(self, model: str, base_url: str, gen: GenerationConfig | None = None,
                  options: OpenAIOptions | None = None, *, name: str | None = None,
-                 api_key: str | None = None) -> None:
-        import openai  # noqa: F401  (fail here, not on the first request, if it is missing)
-
+                 api_key: str | None = None, role: str = "target", retry_malformed: bool = True,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.model, self.base_url = model, base_url.rstrip("/")
         self.gen = gen or GenerationConfig()
-        self.options = options or OpenAIOptions()
+        self.options = o = options or OpenAIOptions()
         self.name = name or f"openai:{model}@{self.base_url}"
         if api_key is None:
-            if self.options.no_key:
+            if o.no_key:
                 api_key = "no-key"
             else:
-                api_key = os.environ.get(self.options.key_env, "")
+                api_key = os.environ.get(o.key_env, "")
                 if not api_key:
                     raise AlignProError(
-                        f"target '{self.name}' needs an API key in the environment variable "
-                        f"{self.options.key_env}, which is not set; set it, name another variable with "
+                        f"{role} '{self.name}' needs an API key in the environment variable "
+                        f"{o.key_env}, which is not set; set it, name another variable with "
                         f"'?key_env=NAME', or add '?no_key=true' for a local server that needs no key")
-        self._api_key = api_key
-        cache_dir = self.options.cache_dir()
+        self.client = OpenAIClient(model, self.base_url, api_key, name=self.name, role=role,
+                                   concurrency=o.concurrency, timeout_s=o.timeout_s, retry=o.retry,
+                                   max_requests=o.max_requests, max_tokens=o.max_tokens,
+                                   retry_malformed=retry_malformed, sleep=sleep)
+        self.usage = self.client.usage
+        self.usage.extra.update(cache_hits=0.0, cache_misses=0.0)
+        cache_dir = o.cache_dir()
         self.cache = AnswerCache(cache_dir) if cache_dir else None
-        self.usage = Usage()
-        self.usage.extra.update({"prompt_tokens": 0.0, "cache_hits": 0.0, "cache_misses": 0.0,
-                                 "failed_requests": 0.0})
-        self._lock = threading.Lock()  # guards usage (several event loops may update it)
-        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> (client, semaphore)
-        self._bg_loop: asyncio.AbstractEventLoop | None = None
-        self._bg_thread: threading.Thread | None = None
-
-    parse_ref = staticmethod(parse_openai_ref)
 
     @classmethod
     def from_spec(cls, ref: str, gen: GenerationConfig | None = None) -> "OpenAITarget":
@@ -209,46 +190,22 @@ class OpenAITarget:
         """``n`` answers per prompt, shape (len(prompts), n); each answer is its own (cached) request."""
         if n < 1:
             raise AlignProError(f"n must be >= 1, got {n}")
-        systems = list(systems) if systems is not None else [None] * len(prompts)
-        if len(systems) != len(prompts):
-            raise AlignProError(f"got {len(systems)} system prompts for {len(prompts)} prompts")
-        convs = [([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
-                 for p, s in zip(prompts, systems)]
-        flat = self._run(self._complete_all(convs, self.gen, n, seed))
+        try:
+            convs = user_turns(prompts, systems)
+        except ValueError as exc:
+            raise AlignProError(str(exc)) from None
+        flat = self.client.run(self._complete_all(convs, self.gen, n, seed))
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def chat(self, messages_list: Sequence[list[dict[str, Any]]], gen: GenerationConfig | None = None, *,
              seed: int | None = None) -> list[str]:
-        """One answer text per conversation (a judge's entry point): full control over the messages."""
-        answers = self._run(self._complete_all([list(m) for m in messages_list], gen or self.gen, 1, seed))
+        """One answer text per conversation: full control over the messages."""
+        answers = self.client.run(self._complete_all([list(m) for m in messages_list], gen or self.gen, 1, seed))
         return [a.text for a in answers]
 
     def close(self) -> None:
         """Close the private loop's HTTP client and stop its thread (the target can be used again after)."""
-        loop, thread = self._bg_loop, self._bg_thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=5)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=5)
-            self._bg_loop = self._bg_thread = None
-
-    def _run(self, coro: Any) -> Any:
-        with self._lock:
-            if self._bg_loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=f"alignpro-{self.model}", daemon=True)
-                thread.start()
-                self._bg_loop, self._bg_thread = loop, thread
-            loop = self._bg_loop
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
+        self.client.close()
 
     async def _complete_all(self, convs: list[list[dict[str, Any]]], gen: GenerationConfig, n: int,
                             seed: int | None) -> list[Answer]:
@@ -283,9 +240,9 @@ class OpenAITarget:
         if use_cache:
             hit = self.cache.get(key)  # type: ignore[union-attr]
             if hit is not None:
-                self._count(cache_hits=1)
+                self.client.count(cache_hits=1)
                 return Answer(hit["text"], int(hit.get("n_tokens", 0)))
-            self._count(cache_misses=1)
+            self.client.count(cache_misses=1)
         resp = await self.acreate(messages, params=params)
         text = resp.choices[0].message.content or ""
         n_tokens = int(getattr(resp.usage, "completion_tokens", 0) or 0) if resp.usage else 0
@@ -295,129 +252,14 @@ class OpenAITarget:
 
     async def acreate(self, messages: list[dict[str, Any]], *, stream: bool = False,
                       params: dict[str, Any] | None = None) -> Any:
-        """``chat.completions.create`` with budget, concurrency limit and counted retries (no cache).
-
-        Returns the client's ``ChatCompletion`` (or its ``AsyncStream`` when ``stream``; retries then cover
-        getting the stream started). ``params`` are further request fields; unknown ones go in ``extra_body``.
-        """
-        import openai
-
-        client, semaphore = self._loop_state()
-        params = dict(params or {})
-        known = {"extra_body", "extra_headers", "extra_query"} | _CREATE_FIELDS
-        extra = {k: params.pop(k) for k in list(params) if k not in known}
-        if extra:
-            params["extra_body"] = {**params.get("extra_body", {}), **extra}
-        opts = self.options
-        last: str = ""
-        last_status: int | None = None
-        for attempt in range(opts.max_retries + 1):
-            async with semaphore:
-                self._reserve_request(retry=attempt > 0)
-                retry_after: float | None = None
-                try:
-                    resp = await client.chat.completions.create(model=self.model, messages=messages, stream=stream,
-                                                                timeout=opts.timeout_s, **params)
-                    if not stream:
-                        if not getattr(resp, "choices", None) or getattr(resp.choices[0], "message", None) is None:
-                            raise _Malformed("a 200 response without choices")
-                        self._count_tokens(resp.usage)
-                    return resp
-                except openai.APIStatusError as exc:
-                    last_status, last = exc.status_code, f"HTTP {exc.status_code}: {_short(exc)}"
-                    if exc.status_code not in RETRY_STATUSES:
-                        self._count(failed_requests=1)
-                        raise TargetError(f"target '{self.name}' refused the request ({last})",
-                                          exc.status_code) from None
-                    retry_after = _retry_after(exc)
-                except openai.APITimeoutError:
-                    last_status, last = None, f"timed out after {opts.timeout_s} s"
-                except openai.APIConnectionError as exc:
-                    last_status, last = None, f"cannot connect to {self.base_url} ({_short(exc)})"
-                except (_Malformed, json.JSONDecodeError, openai.APIResponseValidationError) as exc:
-                    last_status, last = None, f"malformed response: {_short(exc)}"
-            self._count(failed_requests=1)
-            if attempt < opts.max_retries:
-                delay = min(opts.max_backoff_s, opts.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
-                if retry_after is not None:
-                    delay = max(delay, min(opts.max_backoff_s, retry_after))
-                await asyncio.sleep(delay)
-        raise TargetError(f"target '{self.name}' failed after {opts.max_retries} retries: {last}", last_status)
+        """``chat.completions.create`` with budget, concurrency limit and counted retries (no cache); see
+        :meth:`OpenAIClient.acreate <alignpro.backends.openai_client.OpenAIClient.acreate>`."""
+        return await self.client.acreate(messages, stream=stream, params=params)
 
     async def aclose(self) -> None:
         """Close the HTTP client of the running event loop."""
-        state = self._loops.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state[0].close()
-
-    # ------------------------------------------------------------------ counters and per-loop state
-    def _loop_state(self) -> tuple[Any, asyncio.Semaphore]:
-        from openai import AsyncOpenAI
-
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            client = AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                 timeout=self.options.timeout_s)
-            state = (client, asyncio.Semaphore(self.options.concurrency))
-            self._loops[loop] = state
-        return state
-
-    def _reserve_request(self, retry: bool = False) -> None:
-        """Count one HTTP request about to be sent (a retry when ``retry``), or raise BudgetExceeded."""
-        opts = self.options
-        with self._lock:
-            u = self.usage
-            if opts.max_requests and u.calls >= opts.max_requests:
-                raise BudgetExceeded("max_requests", opts.max_requests, u.calls, self.name)
-            tokens = int(u.generated_tokens + u.extra.get("prompt_tokens", 0))
-            if opts.max_tokens and tokens >= opts.max_tokens:
-                raise BudgetExceeded("max_tokens", opts.max_tokens, tokens, self.name)
-            u.calls += 1
-            u.retries += int(retry)
-
-    def _count_tokens(self, usage: Any) -> None:
-        if usage is None:
-            return
-        with self._lock:
-            self.usage.generated_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-            self.usage.extra["prompt_tokens"] += float(getattr(usage, "prompt_tokens", 0) or 0)
-
-    def _count(self, *, retries: int = 0, **extra: int) -> None:
-        with self._lock:
-            self.usage.retries += retries
-            for k, v in extra.items():
-                self.usage.extra[k] = self.usage.extra.get(k, 0.0) + v
+        await self.client.aclose()
 
     def usage_dict(self) -> dict[str, float]:
         """The counters as one flat dict (for a run's metrics)."""
-        with self._lock:
-            return {"requests": self.usage.calls, "retries": self.usage.retries,
-                    "completion_tokens": self.usage.generated_tokens, **self.usage.extra}
-
-
-# the named fields of chat.completions.create that are not given explicitly above
-_CREATE_FIELDS = frozenset({
-    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens",
-    "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction", "presence_penalty",
-    "reasoning_effort", "response_format", "seed", "service_tier", "stop", "store", "stream_options",
-    "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user"})
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        text = body["message"]
-    elif isinstance(body, dict) and isinstance(body.get("error"), dict):
-        text = str(body["error"].get("message", body))
-    else:
-        text = str(exc)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _retry_after(exc: Any) -> float | None:
-    try:
-        value = exc.response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (AttributeError, ValueError):
-        return None
+        return self.client.usage_dict()

@@ -11,10 +11,11 @@ For a target shared by several jobs, or on other machines, run a vLLM *server* i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from alignpro.backends.base import Answer, GenerationConfig, Usage
+from alignpro.backends.chat import render_chat, user_turns
+from alignpro.backends.options import local_or_hub, spec_options
 from alignpro.config import setting
 from alignpro.errors import AlignProError, ConfigError
 
@@ -43,14 +44,11 @@ class VLLMOptions:
 
 def parse_vllm_ref(ref: str) -> tuple[str, VLLMOptions]:
     """``<hub id or path>[?options]`` → (model, options); a local path is expanded when it exists."""
-    from alignpro.specs import spec_options
-
     model, _, query = ref.strip().partition("?")
     model = model.strip()
     if not model:
         raise AlignProError(f"invalid spec 'vllm:{ref}'; expected vllm:<hub id or path>[?options]")
-    local = Path(model).expanduser()
-    return (str(local) if local.exists() else model), spec_options(VLLMOptions, query, f"vllm:{ref}")
+    return local_or_hub(model), spec_options(VLLMOptions, query, f"vllm:{ref}")
 
 
 def import_vllm(spec: str):
@@ -87,17 +85,11 @@ class VLLMTarget:
         return cls(model, gen, options, name=f"vllm:{ref.strip()}")
 
     def _prompt_ids(self, conv: list[dict[str, str]]) -> list[int]:
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        else:
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in conv) + "assistant:"
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return list(self.tokenizer(render_chat(self.tokenizer, conv), add_special_tokens=False).input_ids)
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
                systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
-        systems = list(systems) if systems is not None else [None] * len(prompts)
-        convs = [([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
-                 for p, s in zip(prompts, systems, strict=True)]
+        convs = user_turns(prompts, systems)
         g = self.gen
         params = self._sampling_params(
             n=n, max_tokens=g.max_new_tokens, seed=seed,

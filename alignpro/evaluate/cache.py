@@ -1,9 +1,9 @@
 """A content-addressed disk cache of every generation, score and judgment, and backends that go through it.
 
 Key = sha256 of the canonical JSON of (stage, model spec and fingerprint, inputs, generation config, seed,
-sample index). Values are JSON. The cache is one sqlite file; work is saved one backend call (≤ batch_size
-items) at a time, so an interrupted evaluation loses at most the call in flight, and a second identical run
-makes no backend calls at all (models are loaded only on a cache miss, see :class:`ModelPool`).
+sample index). Values are JSON. The cache is one sqlite file (:class:`alignpro.diskcache.DiskCache`, the
+cache the API targets use too); work is saved one backend call (≤ batch_size items) at a time, so an interrupted
+evaluation loses at most the call in flight, and a second identical run makes no backend calls at all (models are loaded only on a cache miss, see :class:`ModelPool`).
 
 The cached backends implement the protocols of :mod:`alignpro.backends.base`, so :func:`alignpro.method.
 composed_rollout` runs on them unchanged.
@@ -11,75 +11,14 @@ composed_rollout` runs on them unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-import hashlib
-import json
-import sqlite3
 import sys
-import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet
+from alignpro.diskcache import DiskCache, cache_key
 from alignpro.evaluate.judges import Judgment, PairwiseJudge
-
-
-def cache_key(**parts: Any) -> str:
-    """sha256 of the canonical JSON of ``parts`` (sorted keys, no whitespace)."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    raise TypeError(f"cannot put {type(value).__name__} into a cache key")
-
-
-class DiskCache:
-    """sqlite key -> JSON value, with hit/miss counts per stage."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, stage TEXT, value TEXT, "
-                        "created REAL)")
-        self.db.commit()
-        self.hits: Counter[str] = Counter()
-        self.misses: Counter[str] = Counter()
-
-    def get_many(self, stage: str, keys: Sequence[str]) -> dict[str, Any]:
-        """{key: value} of the keys present; counts hits and misses under ``stage``."""
-        found: dict[str, Any] = {}
-        unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 500):
-            chunk = unique[i:i + 500]
-            rows = self.db.execute(f"SELECT key, value FROM cache WHERE key IN ({','.join('?' * len(chunk))})",
-                                   chunk).fetchall()
-            found.update((k, json.loads(v)) for k, v in rows)
-        self.hits[stage] += sum(k in found for k in keys)
-        self.misses[stage] += sum(k not in found for k in keys)
-        return found
-
-    def put_many(self, stage: str, items: dict[str, Any]) -> None:
-        now = time.time()
-        self.db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)",
-                            [(k, stage, json.dumps(v, ensure_ascii=False), now) for k, v in items.items()])
-        self.db.commit()
-
-    def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM cache").fetchone()[0]
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        stages = sorted(set(self.hits) | set(self.misses))
-        return {s: {"hits": self.hits[s], "misses": self.misses[s]} for s in stages}
-
-    def close(self) -> None:
-        self.db.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
