@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from alignpro.backends.base import GenerationConfig
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.evaluate.config import JudgeSpec, parse_judge_spec
 from alignpro.evaluate.judges import (Judgment, LLMJudge, OpenAIJudge, PairwiseJudge, RewardJudge, Verdict,
@@ -145,8 +146,8 @@ class _ScriptedLM:
     def chat_prompt(self, messages):
         return "|".join(m["content"] for m in messages) + "|assistant:"
 
-    def sample(self, conversations, gen, seed=None):
-        texts = [self.chat_prompt(c) for c in conversations]
+    def sample(self, conversations, gen, seed=None, prefill=""):
+        texts = [self.chat_prompt(c) + prefill for c in conversations]
         self.rendered += texts
         self.gens.append(gen)
         return SimpleNamespace(texts=[self.replies(t) for t in texts])
@@ -161,7 +162,7 @@ def test_llm_judge_prefills_parses_and_counts_invalid() -> None:
     judge = LLMJudge(lm, load_judge_template(), max_new_tokens=5, prefill="Verdict: [[", name="llm:scripted")
     verdicts = judge.judge(["q1", "q2"], ["good answer", "bad"], ["bad", "good answer"])
     assert all(t.endswith("|assistant:Verdict: [[") for t in lm.rendered)  # the prefill starts the reply
-    assert "chat_prompt" not in vars(lm)  # the rendering is restored afterwards
+    assert "chat_prompt" not in vars(lm)  # the prefill is an argument of sample(), not a patched renderer
     assert all(g.do_sample is False and g.max_new_tokens == 5 for g in lm.gens)  # greedy
     # pair 1: A first -> "A" ; B first -> "oops" (invalid) => tie. pair 2 likewise mirrored.
     assert [v.winner for v in verdicts] == ["tie", "tie"]
@@ -179,8 +180,8 @@ class FakeOpenAIServer:
     (status, body) pair, a str body sent as is, or None for a normal reply), then verdicts: [[A]] when assistant A's answer contains
     'GOOD', [[B]] when B's does, [[C]] otherwise."""
 
-    def __init__(self, failures=(), *, always=None) -> None:
-        self.failures, self.always = list(failures), always
+    def __init__(self, failures=(), *, always=None, retry_after: str = "0") -> None:
+        self.failures, self.always, self.retry_after = list(failures), always, retry_after
         self.requests: list[dict] = []
         self.auth: list[str] = []
         lock = threading.Lock()
@@ -201,7 +202,7 @@ class FakeOpenAIServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 if status == 429:
-                    self.send_header("Retry-After", "0")
+                    self.send_header("Retry-After", server.retry_after)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -248,23 +249,38 @@ def _openai_judge(url: str, **kw) -> OpenAIJudge:
     return judge
 
 
-def test_openai_judge_over_http_retries_429_and_counts_malformed_replies() -> None:
-    with FakeOpenAIServer([RATE_LIMITED, None, MALFORMED]) as server:  # None: a normal reply
+def test_openai_judge_over_http_retries_429() -> None:
+    with FakeOpenAIServer([RATE_LIMITED]) as server:  # the first request is rate limited, then normal replies
         judge = _openai_judge(server.url)
-        verdicts = judge.judge(["q1", "q2", "q3"], ["GOOD one", "meh", "same"], ["meh", "GOOD two", "same"])
-    # order (A, B): q1 -> 429 then retried -> [[A]]; q2 -> malformed -> invalid; q3 -> [[C]]
-    # order (B, A): q1 -> [[B]] (= A); q2 -> [[A]] (= B); q3 -> [[C]]
-    assert [v.winner for v in verdicts] == ["A", "tie", "tie"]
-    assert [v.invalid for v in verdicts] == [0, 1, 0]
-    assert verdicts[1].ab == "invalid" and verdicts[1].ba == "B"
+        verdicts = judge.judge(["q1", "q3"], ["GOOD one", "same"], ["meh", "same"])
+    # order (A, B): q1 -> [[A]], q3 -> [[C]] (whichever got the 429 was retried); (B, A): q1 -> [[B]] (= A), q3 -> [[C]]
+    assert [v.winner for v in verdicts] == ["A", "tie"] and [v.invalid for v in verdicts] == [0, 0]
     assert judge.usage.retries == 1 and judge.usage.extra["rate_limited"] == 1
-    assert judge.usage.extra["malformed"] == 1
-    assert judge.usage.calls == 7 and len(server.requests) == 7  # 6 judgments + 1 retry
-    assert judge.sleeps == [0.0]  # the server's Retry-After: 0 beats the backoff
+    assert judge.usage.calls == 5 and len(server.requests) == 5  # 4 judgments + 1 retry
+    # Retry-After: 0 is a minimum the backoff already exceeds: the backoff (0.01 s, jittered into [0.005, 0.01])
+    assert len(judge.sleeps) == 1 and 0.005 <= judge.sleeps[0] <= 0.01
     req = server.requests[0]
     assert req["model"] == "judge-model" and req["temperature"] == 0 and req["max_tokens"] == 64
     assert req["messages"][0]["role"] == "system" and "harmlessness" in req["messages"][0]["content"]
     assert set(server.auth) == {"Bearer sk-test"}
+
+
+def test_openai_judge_honours_retry_after_as_a_minimum() -> None:
+    """The server's Retry-After is the least the judge waits (the target's rule), even above its own backoff."""
+    with FakeOpenAIServer([RATE_LIMITED, RATE_LIMITED], retry_after="0.5") as server:
+        judge = _openai_judge(server.url)
+        (j,) = judge.judge_ordered(["q"], ["GOOD"], ["bad"])
+    assert j.choice == "A" and len(server.requests) == 3
+    assert judge.sleeps == [0.5, 0.5]  # not min(backoff, Retry-After) = 0.01, 0.02
+
+
+def test_openai_judge_counts_a_malformed_reply_as_invalid_without_retrying() -> None:
+    with FakeOpenAIServer([MALFORMED]) as server:  # (A, B) gets the malformed body, (B, A) a normal reply
+        judge = _openai_judge(server.url)
+        (v,) = judge.judge(["q2"], ["meh"], ["GOOD two"])
+    assert v.ab == "invalid" and v.ba == "B" and v.winner == "tie" and v.invalid == 1
+    assert judge.usage.extra["malformed"] == 1 and judge.usage.retries == 0
+    assert judge.usage.calls == 2 and len(server.requests) == 2
 
 
 @pytest.mark.parametrize("payload", [
@@ -283,10 +299,11 @@ def test_openai_judge_malformed_json_replies_are_invalid(payload: dict) -> None:
 def test_openai_judge_gives_up_after_bounded_retries() -> None:
     with FakeOpenAIServer(always=(503, {"error": {"message": "overloaded"}})) as server:
         judge = _openai_judge(server.url, max_retries=2)
-        with pytest.raises(AlignProError, match="giving up after 2 retries"):
+        with pytest.raises(AlignProError, match="judge 'openai:judge-model@.*' failed after 2 retries: HTTP 503"):
             judge.judge_ordered(["q"], ["a"], ["b"])
     assert len(server.requests) == 3
-    assert judge.sleeps == [0.01, 0.02]  # exponential backoff
+    # exponential backoff with jitter: 0.01 then 0.02, each scaled into [0.5, 1] of itself
+    assert len(judge.sleeps) == 2 and 0.005 <= judge.sleeps[0] <= 0.01 and 0.01 <= judge.sleeps[1] <= 0.02
 
 
 def test_openai_judge_stops_on_an_auth_error_with_the_servers_message() -> None:
@@ -301,7 +318,7 @@ def test_openai_judge_connection_refused_is_retried_then_reported() -> None:
     with FakeOpenAIServer() as server:
         url = server.url
     judge = _openai_judge(url, max_retries=1)  # the server is gone
-    with pytest.raises(AlignProError, match="giving up"):
+    with pytest.raises(AlignProError, match="failed after 1 retries: cannot connect"):
         judge.judge_ordered(["q"], ["a"], ["b"])
     assert judge.usage.extra["connection_errors"] == 2
 
@@ -310,3 +327,22 @@ def test_verdict_is_frozen() -> None:
     v = Verdict("A", "A", "A")
     with pytest.raises(Exception):
         v.winner = "B"  # type: ignore[misc]
+
+
+@pytest.mark.model
+def test_llm_judge_prefill_hook_samples_what_the_patched_renderer_did(smollm2_path) -> None:
+    """``sample(..., prefill=)`` replaced patching ``lm.chat_prompt``: the same judge replies, token for token."""
+    from alignpro.backends.hf import HFCausalLM
+
+    lm = HFCausalLM(smollm2_path, batch_size=4)
+    template, prefill = load_judge_template(), "My final verdict is [["
+    convs = [template.messages(q, a, b) for q, a, b in [("What is 2+2?", "4", "5"), ("Say hi", "hi", "Hello!")]]
+    gen = GenerationConfig(max_new_tokens=6, do_sample=False)
+    hooked = lm.sample(convs, gen, seed=0, prefill=prefill)
+    render = lm.chat_prompt
+    lm.chat_prompt = lambda messages: render(messages) + prefill  # the former mechanism
+    try:
+        patched = lm.sample(convs, gen, seed=0)
+    finally:
+        del lm.chat_prompt
+    assert hooked.token_ids == patched.token_ids and hooked.texts == patched.texts

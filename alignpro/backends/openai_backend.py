@@ -154,7 +154,7 @@ class OpenAITarget:
     def __init__(self, model: str, base_url: str, gen: GenerationConfig | None = None,
                  options: OpenAIOptions | None = None, *, name: str | None = None,
                  api_key: str | None = None, role: str = "target", retry_malformed: bool = True,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any] | None] = asyncio.sleep) -> None:
         self.model, self.base_url = model, base_url.rstrip("/")
         self.gen = gen or GenerationConfig()
         self.options = o = options or OpenAIOptions()

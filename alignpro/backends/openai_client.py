@@ -77,7 +77,7 @@ class OpenAIClient:
     def __init__(self, model: str, base_url: str, api_key: str, *, name: str, role: str = "target",
                  concurrency: int = 8, timeout_s: float = 120.0, retry: RetryPolicy = RetryPolicy(),
                  max_requests: int = 0, max_tokens: int = 0, retry_malformed: bool = True,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any] | None] = asyncio.sleep) -> None:
         import openai  # noqa: F401  (fail here, not on the first request, if it is missing)
 
         self.model, self.base_url, self.name, self.role = model, base_url.rstrip("/"), name, role
@@ -144,7 +144,9 @@ class OpenAIClient:
                         raise MalformedReply(f"{who} sent a {last}") from None
             self.count(failed_requests=1)
             if attempt < retries:
-                await self.sleep(self.retry.delay(attempt, retry_after))
+                waited = self.sleep(self.retry.delay(attempt, retry_after))
+                if inspect.isawaitable(waited):  # asyncio.sleep; a plain function (a test's recorder) returns None
+                    await waited
         raise TargetError(f"{who} failed after {retries} retries: {last}", last_status)
 
     # ------------------------------------------------------------------ the private event loop (sync callers)

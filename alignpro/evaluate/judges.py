@@ -9,25 +9,25 @@ so a judge that always prefers the first answer produces ties, not wins.
 - :class:`LLMJudge` (``llm:<model spec>``): a local chat model, greedy, reading ``[[A]]`` / ``[[B]]`` /
   ``[[C]]`` (tie) from its reply.
 - :class:`OpenAIJudge` (``openai:<model>@<base_url>``): any OpenAI-compatible chat API (the paper used GPT-4),
-  with bounded exponential backoff on 429 / 5xx / connection errors; malformed replies count as invalid.
+  built on the ``openai:`` target backend (its retry policy, budget and counters); malformed replies count as
+  invalid.
 
 The judge prompt is a template file (``alignpro/templates/judge-pairwise.yaml``) with the paper's criteria.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import string
-import threading
-import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 
 from alignpro.backends.base import GenerationConfig, RewardModel, Usage
+from alignpro.backends.chat import user_turn
 from alignpro.errors import AlignProError
 from alignpro.templates import read_template_yaml
 
@@ -121,9 +121,7 @@ class JudgeTemplate:
     source: str = ""
 
     def messages(self, question: str, answer_a: str, answer_b: str) -> list[dict[str, str]]:
-        user = self.user.format(question=question, answer_a=answer_a, answer_b=answer_b)
-        return ([{"role": "system", "content": self.system}] if self.system else []) + [
-            {"role": "user", "content": user}]
+        return user_turn(self.user.format(question=question, answer_a=answer_a, answer_b=answer_b), self.system)
 
     @property
     def id(self) -> str:
@@ -179,102 +177,63 @@ class LLMJudge(PairwiseJudge):
 
     def judge_ordered(self, prompts: Sequence[str], firsts: Sequence[str], seconds: Sequence[str]) -> list[Judgment]:
         convs = [self.template.messages(q, a, b) for q, a, b in zip(prompts, firsts, seconds)]
-        texts = [self.prefill + t for t in self._generate(convs)]
+        # the reply starts with the prefill: sample() renders each conversation, then appends it
+        texts = [self.prefill + t for t in self.lm.sample(convs, self.gen, seed=0, prefill=self.prefill).texts]
         self.usage.calls += 1
         out = [Judgment(parse_choice(t), t) for t in texts]
         self.usage.extra["invalid"] = self.usage.extra.get("invalid", 0) + sum(j.choice == "invalid" for j in out)
         return out
 
-    def _generate(self, convs: list[list[dict[str, str]]]) -> list[str]:
-        lm, prefill = self.lm, self.prefill
-        if not prefill:
-            return lm.sample(convs, self.gen, seed=0).texts
-        # HFCausalLM.sample renders each conversation with chat_prompt(); start the assistant turn with `prefill`
-        had_own = "chat_prompt" in vars(lm)
-        render = lm.chat_prompt
-        lm.chat_prompt = lambda messages: render(messages) + prefill
-        try:
-            return lm.sample(convs, self.gen, seed=0).texts
-        finally:
-            if had_own:
-                lm.chat_prompt = render
-            else:
-                del lm.chat_prompt
-
 
 class OpenAIJudge(PairwiseJudge):
-    """Any OpenAI-compatible chat API as judge (temperature 0), through the official ``openai`` client.
+    """Any OpenAI-compatible chat API as judge (temperature 0), on the ``openai:`` target backend
+    (:class:`~alignpro.backends.openai_backend.OpenAITarget`, here ``self.target``).
 
-    The client's own retries are off (``max_retries=0``); this class retries 429, 5xx and connection errors up to
-    ``max_retries`` times with exponential backoff (``backoff_s`` · 2^attempt, capped at 60 s, or the server's
-    Retry-After when it is shorter than that cap), counting them in ``usage.retries``. Other HTTP errors (401,
-    400, 404...) stop the evaluation with the server's message. A reply that is not a chat completion counts as
-    an invalid judgment (``usage.extra["malformed"]``), as does one without a single ``[[A]]``/``[[B]]``/``[[C]]``.
+    Requests go through the target's client: the one retry policy of the API backends (429, 5xx, timeouts and
+    connection errors retried up to ``max_retries`` times, ``backoff_s`` · 2^attempt with jitter, capped at 60 s,
+    and never sooner than the server's Retry-After), its concurrency limit and its counters (``usage``: calls,
+    retries, and failures by kind). Other HTTP errors (401, 400, 404...) stop the evaluation with the server's
+    message. A reply that is not a chat completion is not retried: it counts as an invalid judgment
+    (``usage.extra["malformed"]``), as does one without a single ``[[A]]``/``[[B]]``/``[[C]]``. Judgments are
+    cached by the evaluation (:class:`~alignpro.evaluate.cache.CachedJudge`), so the target's own cache is off.
     """
+
+    MAX_BACKOFF_S = 60.0
 
     def __init__(self, model: str, base_url: str, api_key: str, template: JudgeTemplate, *, max_tokens: int = 1024,
                  concurrency: int = 4, max_retries: int = 5, backoff_s: float = 2.0, timeout_s: float = 120.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        import openai
+                 sleep: Callable[[float], Awaitable[Any] | None] = asyncio.sleep) -> None:
+        from alignpro.backends.openai_backend import OpenAIOptions, OpenAITarget
 
-        self._openai = openai
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
-        self.model, self.template, self.max_tokens = model, template, max_tokens
-        self.concurrency, self.max_retries, self.backoff_s, self.sleep = concurrency, max_retries, backoff_s, sleep
+        options = OpenAIOptions(no_key=True, concurrency=concurrency, timeout_s=timeout_s, max_retries=max_retries,
+                                backoff_s=backoff_s, max_backoff_s=self.MAX_BACKOFF_S, cache="off")
         self.name = f"openai:{model}@{base_url}"
-        self.usage = Usage(extra={"malformed": 0, "rate_limited": 0, "server_errors": 0, "connection_errors": 0})
-        self._lock = threading.Lock()
+        self.target = OpenAITarget(model, base_url, GenerationConfig(max_new_tokens=max_tokens, do_sample=False),
+                                   options, name=self.name, api_key=api_key, role="judge", retry_malformed=False,
+                                   sleep=sleep)
+        self.model, self.template, self.max_tokens = model, template, max_tokens
+        self.usage = self.target.usage
 
-    def _count(self, what: str, n: int = 1) -> None:
-        with self._lock:
-            if what in ("calls", "retries"):
-                setattr(self.usage, what, getattr(self.usage, what) + n)
-            else:
-                self.usage.extra[what] = self.usage.extra.get(what, 0) + n
+    async def _one(self, messages: list[dict[str, str]]) -> Judgment:
+        from alignpro.backends.openai_client import MalformedReply
 
-    def _delay(self, attempt: int, exc: Exception) -> float:
-        delay = min(60.0, self.backoff_s * 2 ** attempt)
-        response = getattr(exc, "response", None)
         try:
-            after = float(response.headers.get("retry-after")) if response is not None else None
-        except (TypeError, ValueError):
-            after = None
-        return min(delay, after) if after is not None and after >= 0 else delay
+            resp = await self.target.acreate(messages, params=self.target.sampling_params(self.target.gen))
+        except MalformedReply as exc:
+            return Judgment("invalid", f"<malformed reply: {exc}>")
+        content = resp.choices[0].message.content
+        if not isinstance(content, str):
+            self.target.client.count(malformed=1)
+            return Judgment("invalid", f"<malformed reply: {str(resp)[:200]}>")
+        return Judgment(parse_choice(content), content)
 
-    def _one(self, messages: list[dict[str, str]]) -> Judgment:
-        openai = self._openai
-        for attempt in range(self.max_retries + 1):
-            self._count("calls")
-            try:
-                resp = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0,
-                                                           max_tokens=self.max_tokens)
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
-                kind = ("rate_limited" if isinstance(exc, openai.RateLimitError) else
-                        "server_errors" if isinstance(exc, openai.InternalServerError) else "connection_errors")
-                self._count(kind)
-                if attempt == self.max_retries:
-                    raise AlignProError(f"judge '{self.name}': giving up after {self.max_retries} retries: "
-                                        f"{type(exc).__name__}: {exc}") from None
-                self._count("retries")
-                self.sleep(self._delay(attempt, exc))
-                continue
-            except openai.APIStatusError as exc:
-                raise AlignProError(f"judge '{self.name}': the API refused the request (HTTP {exc.status_code}): "
-                                    f"{exc.message}") from None
-            except (ValueError, openai.APIResponseValidationError) as exc:  # a body that is not JSON
-                self._count("malformed")
-                return Judgment("invalid", f"<malformed reply: {type(exc).__name__}: {exc}>")
-            try:
-                content = resp.choices[0].message.content
-            except (AttributeError, IndexError, KeyError, TypeError):
-                content = None
-            if not isinstance(content, str):
-                self._count("malformed")
-                return Judgment("invalid", f"<malformed reply: {str(resp)[:200]}>")
-            return Judgment(parse_choice(content), content)
-        raise AssertionError("unreachable")
+    async def _all(self, convs: list[list[dict[str, str]]]) -> list[Judgment]:
+        results = await asyncio.gather(*(self._one(c) for c in convs), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return list(results)  # type: ignore[arg-type]
 
     def judge_ordered(self, prompts: Sequence[str], firsts: Sequence[str], seconds: Sequence[str]) -> list[Judgment]:
         convs = [self.template.messages(q, a, b) for q, a, b in zip(prompts, firsts, seconds)]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self._one, convs))
+        return self.target.client.run(self._all(convs))
