@@ -69,7 +69,8 @@ _HF_TARGET, _HF_PROMPTER = "alignpro.backends.hf:HFTarget", "alignpro.backends.h
 KINDS: dict[str, BackendKind] = {k.name: k for k in (
     BackendKind("smollm2", "smollm2", True, True, _HF_TARGET, _HF_PROMPTER),
     BackendKind("hf", "hf:<hub id or local path>", True, True, _HF_TARGET, _HF_PROMPTER),
-    BackendKind("fake", "fake", False, True, "alignpro.backends.fake:FakeTarget", "alignpro.backends.fake:FakePrompter"),
+    BackendKind("fake", "fake", False, True, "alignpro.backends.fake:FakeTarget",
+                "alignpro.backends.fake:FakePrompter"),
     BackendKind("openai", "openai:<model>@<base_url>[?options]", False, False,
                 "alignpro.backends.openai_backend:OpenAITarget"),
     BackendKind("vllm", "vllm:<hub id or path>[?options]", False, False, "alignpro.backends.vllm_backend:VLLMTarget"),
