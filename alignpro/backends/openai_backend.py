@@ -111,14 +111,21 @@ class AnswerCache:
     """Answers in one sqlite file, ``folder/answers.sqlite`` (:class:`~alignpro.diskcache.DiskCache`).
 
     Caches written by earlier versions (one JSON file per answer, ``folder/ab/<key>.json``, same keys) keep
-    hitting: a key missing from the sqlite file is looked up there and copied in.
+    hitting: a key missing from the sqlite file is looked up there and copied in. The file is opened (and created)
+    on first use.
     """
 
     STAGE = "openai-answer"
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.db = DiskCache(self.folder / "answers.sqlite")
+        self._db: DiskCache | None = None
+
+    @property
+    def db(self) -> DiskCache:
+        if self._db is None:
+            self._db = DiskCache(self.folder / "answers.sqlite")
+        return self._db
 
     @staticmethod
     def key(model: str, messages: list[dict[str, Any]], params: dict[str, Any], sample: int,
