@@ -58,6 +58,11 @@ class Arm(str, enum.Enum):
         return _TITLES[self]
 
     @property
+    def rewrites(self) -> bool:
+        """Whether π_F answers a rewrite x′ of x (so the arm needs a prompter and its rewrite template)."""
+        return self not in (Arm.NO_FT, Arm.ORACLE)
+
+    @property
     def checkpoint_role(self) -> str | None:
         """'prompter' / 'target' for an arm that needs a trained model, else None."""
         return _CHECKPOINT_ROLE.get(self)
