@@ -1,16 +1,19 @@
 """``alignpro demo``: no fine-tuning vs Align-Pro on the instruction-following task's eval prompts.
 
-Arms: ``no_ft`` (π_F answers x), ``align_pro_closed_form`` (eq 10 over ρ_sft's rewrites), ``align_pro`` (the
-trained prompter rewrites x once; by default the LoRA adapter shipped in ``alignpro/adapters``), the closed form
-over the trained prompter, and ``oracle`` (π_F itself trained on the same reward; shipped adapter too).
-``--config configs/demo-helpfulness.yaml`` runs the earlier helpfulness task (builtin prompts and reward).
+Arms: ``no_ft`` (π_F answers x), ``align_pro_closed_form`` (eq 10 over ρ_sft's rewrites) and its rewrites-only
+variant, ``align_pro`` (the trained prompter rewrites x once; by default the LoRA adapter shipped in
+``alignpro/adapters``), the closed form over the trained prompter, and ``oracle`` (π_F itself trained on the same
+reward; shipped adapter too). ``--config configs/demo-helpfulness.yaml`` runs the earlier helpfulness task.
+
+The demo is a preset of the arm runner :mod:`alignpro.arms` (the one `alignpro evaluate` runs; its docstring
+states the method: fresh answers, common random numbers, system prompts, one seed scheme) on plain backends, with
+a report of its own: paired gains, the fraction of the no_ft → oracle gap closed, instructions followed per type,
+a guard reward, and the selection-biased R̂ of the chosen x′ shown apart, labelled as such.
 
 Stages: (1) π_F answers each original x (arm ``no_ft``); (2) ρ_sft samples K rewrites per x, π_F answers each
 candidate M times and the reward scores them against x, giving R̂(x, x′); (3) ρ* (eq 10) is formed from R̂ and a
-rewrite is sampled from it; (4) the chosen x′ is answered AFRESH and those answers are scored (arm
-``align_pro_closed_form``), with common random numbers: where two arms show π_F the same x′ (ρ* keeping x, as
-no_ft does) they share one set of fresh answers. The answers that estimated R̂ are never reused for the reported reward: they are
-selection-biased (best-of-K in disguise); the report shows that biased figure separately, labelled as such.
+rewrite is sampled from it; (4) the chosen x′ is answered AFRESH and those answers are scored; (5) the trained
+arms, when set.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from alignpro.backends.base import GenerationConfig
+from alignpro.arms import (Arm, ArmRun, ClosedFormSettings, answer_arm, answer_oracle, propose_closed_form,
+                           rewrite_once)
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
 from alignpro.config import config_to_dict, parse_config, setting
 from alignpro.errors import ConfigError
-from alignpro.method import composed_rollout, kl_to_prior, optimal_prompter_weights, sample_candidates
 from alignpro.metrics import arm_stats, reward_win_rate
 
 #: ``trained_prompter``/``oracle`` value meaning the adapter shipped with alignpro (reproduced by the recipe named)
@@ -37,9 +41,6 @@ ADAPTERS = Path(__file__).resolve().parent / "adapters"
 SHIPPED_ADAPTERS = {"trained_prompter": ("ifeval-prompter", "configs/train-prompter-distill-ifeval.yaml"),
                     "oracle": ("ifeval-oracle", "configs/train-oracle-distill-ifeval.yaml")}
 
-NO_FT, CLOSED_FORM, REWRITES_ONLY = "no_ft", "align_pro_closed_form", "align_pro_closed_form_rewrites_only"
-CLOSED_FORM_TRAINED = "align_pro_closed_form_trained"
-ALIGN_PRO, ORACLE = "align_pro", "oracle"
 
 
 @dataclass
@@ -66,10 +67,10 @@ class DemoConfig:
     lam: float = setting(0.1, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")
     n_fresh: int = setting(4, "fresh answers per prompt used to score each arm (the s.e. falls as 1/√n_fresh)")
-    answer_max_new_tokens: int = setting(128, "max new tokens of π_F's answers")
-    temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
-    top_p: float = setting(0.6, "π_F's nucleus top_p (paper: 0.6)")
-    top_k: int = setting(20, "π_F's top_k (paper: 20)")
+    answer_max_new_tokens: int = setting(PAPER_ANSWER_CONFIG.max_new_tokens, "max new tokens of π_F's answers")
+    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
+    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's nucleus top_p (paper: 0.6)")
+    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
     trained_prompter: str = setting(SHIPPED, "a trained prompter spec (e.g. hf:runs/distill-ifeval/final-adapter): "
                                              "adds the arm 'align_pro' (one rewrite per prompt, fresh answers of "
                                              "π_F); 'shipped' = the LoRA adapter in alignpro/adapters/"
@@ -135,20 +136,8 @@ class DemoConfig:
                                            top_p=self.top_p, top_k=self.top_k)
 
 
-def _chunks(n: int, size: int):
-    return [(i, min(n, i + size)) for i in range(0, n, size)]
-
-
-def _answer_and_score(target, reward, prompts_for_target, originals, n, seed, desc, chunk):
-    """(N, n) rewards of fresh answers to ``prompts_for_target``, scored against ``originals``."""
-    texts, scores = [], []
-    for a, b in tqdm(_chunks(len(prompts_for_target), chunk), desc=desc, unit="batch"):
-        rows = target.answer(prompts_for_target[a:b], n=n, seed=seed + a)
-        t = [[ans.text for ans in row] for row in rows]
-        s = reward.score([x for x in originals[a:b] for _ in range(n)], [y for row in t for y in row])
-        texts.extend(t)
-        scores.extend(np.asarray(s).reshape(b - a, n).tolist())
-    return texts, np.asarray(scores)
+def _bar(desc: str, total: int):
+    return tqdm(total=total, desc=desc, unit="prompt")
 
 
 def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dict[str, Any]:
@@ -171,120 +160,79 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
           f"K={cfg.k}, M={cfg.m}, λ={cfg.lam}, α={cfg.identity_prior}; writing {out}")
     prompter = prompter or make_prompter(cfg.prompter, cfg.template, batch_size=cfg.batch_size)
     reward = reward or make_reward(cfg.reward, records)
-    chunk = max(1, cfg.batch_size // max(cfg.n_fresh, 1))
+    run = ArmRun(prompts, [r.system for r in records], n=cfg.n_fresh, seed=cfg.seed, batch_size=cfg.batch_size)
+    settings = ClosedFormSettings(k=cfg.k, m=cfg.m, lam=cfg.lam, identity_prior=cfg.identity_prior)
+    n = len(prompts)
 
     # ---- (1) no fine-tuning: π_F answers x --------------------------------------------------------------
-    base_texts, base_r = _answer_and_score(target, reward, prompts, prompts, cfg.n_fresh, cfg.seed + 100,
-                                           "no_ft answers", chunk)
+    with _bar("no_ft answers", n) as bar:
+        answer_arm(run, Arm.NO_FT, target, reward, prompts, bar.update)
 
-    # ---- (2) the composed system (eq 3): K rewrites, M answers each, R̂(x, x′) ---------------------------
-    rollouts = []
-    c_chunk = max(1, 2 * cfg.batch_size // ((cfg.k + 1) * cfg.m))  # ~2 target batches per progress tick
-    for a, b in tqdm(_chunks(len(prompts), c_chunk), desc="rewrites + R̂", unit="batch"):
-        rollouts.append(composed_rollout(prompts[a:b], prompter, target, reward, k=cfg.k, m=cfg.m,
-                                         identity_prior=cfg.identity_prior, seed=cfg.seed + 1000 + a))
-    candidates = [c for r in rollouts for c in r.candidates]
-    rewrite_sets = [s for r in rollouts for s in r.rewrite_sets]
-    r_hat = np.concatenate([r.r_hat for r in rollouts])  # (N, C)
-    log_prior = rollouts[0].log_prior
-    id_slot = 1 if cfg.identity_prior > 0 else 0  # LM rewrites start here
+    # ---- (2)+(3) the composed system (eq 3): K rewrites, M answers each, R̂(x, x′); ρ* (eq 10), x′ drawn -----
+    with _bar("rewrites + R̂", n) as bar:
+        propose_closed_form(run, Arm.CLOSED_FORM, prompter, target, reward, settings, bar.update)
 
-    # ---- (3) ρ* (eq 10) with and without the identity candidate; sample x′ ---------------------------------
-    rng = np.random.default_rng(cfg.seed)
-    variants = {CLOSED_FORM: (r_hat, log_prior, 0)}
-    if id_slot:
-        lm_prior = log_prior[1:] - np.log(np.exp(log_prior[1:]).sum())
-        variants[REWRITES_ONLY] = (r_hat[:, 1:], lm_prior, 1)
-    chosen: dict[str, list[str]] = {}
-    kl: dict[str, float] = {}
-    picked_idx: dict[str, np.ndarray] = {}
-    for arm, (rh, lp, offset) in variants.items():
-        w = optimal_prompter_weights(rh, lp, cfg.lam)  # (N, C)
-        idx = sample_candidates(w, rng)
-        picked_idx[arm] = idx + offset
-        chosen[arm] = [candidates[i][j + offset] for i, j in enumerate(idx)]
-        kl[arm] = float(kl_to_prior(w, lp).mean())
-
-    # ---- (4) fresh answers to the chosen x′, scored against the ORIGINAL x --------------------------------
-    # Common random numbers: one set of fresh answers per distinct (x, x′). Where an arm sends π_F the same x′
-    # as another arm (ρ* keeping x itself, as no_ft does), both are scored on the same answers, so the paired
-    # difference there is exactly 0, as it should be for identical systems, instead of answer noise. Each arm's
-    # own mean stays unbiased: these answers never took part in selecting x′.
-    fresh = {(i, x): (base_texts[i], base_r[i]) for i, x in enumerate(prompts)}
-    arm_rewards = {NO_FT: base_r}
-    arm_texts = {NO_FT: base_texts}
-
-    def answer_arm(arm: str, shown: list[str], seed: int) -> None:
-        need = [i for i, x in enumerate(shown) if (i, x) not in fresh]
-        texts, r = _answer_and_score(target, reward, [shown[i] for i in need], [prompts[i] for i in need],
-                                     cfg.n_fresh, seed, f"{arm} answers", chunk)
-        fresh.update({(i, shown[i]): (t, ri) for i, t, ri in zip(need, texts, r)})
-        arm_texts[arm] = [fresh[(i, x)][0] for i, x in enumerate(shown)]
-        arm_rewards[arm] = np.stack([fresh[(i, x)][1] for i, x in enumerate(shown)])  # (N, n_fresh)
-
-    for j, arm in enumerate(list(chosen)):
-        answer_arm(arm, chosen[arm], cfg.seed + 200 + 50 * j)
+    # ---- (4) fresh answers to the chosen x′, scored against the ORIGINAL x (common random numbers) ---------
+    for arm in (Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY):
+        if arm.value in run.closed_forms:
+            with _bar(f"{arm.value} answers", n) as bar:
+                answer_arm(run, arm, target, reward, run.closed_forms[arm.value].chosen, bar.update)
 
     # ---- (5) optional trained arms: the PPO prompter (eq 9) + π_F, and the RLHF oracle (eq 2) alone ------------
     trained_arms = {}
     if cfg.train:
         trained_arms = train_now(cfg, out)
-        cfg.trained_prompter, cfg.oracle = trained_arms[ALIGN_PRO]["spec"], trained_arms[ORACLE]["spec"]
+        cfg.trained_prompter, cfg.oracle = (trained_arms[Arm.ALIGN_PRO.value]["spec"],
+                                            trained_arms[Arm.ORACLE.value]["spec"])
     else:
-        trained_arms = {arm: {"source": "loaded", "spec": spec, **_trained_info(spec)} for arm, spec in
-                        ((ALIGN_PRO, cfg.trained_prompter), (ORACLE, cfg.oracle)) if spec}
+        trained_arms = {arm.value: {"source": "loaded", "spec": spec, **_trained_info(spec)} for arm, spec in
+                        ((Arm.ALIGN_PRO, cfg.trained_prompter), (Arm.ORACLE, cfg.oracle)) if spec}
     if cfg.trained_prompter:
         trained = make_prompter(cfg.trained_prompter, cfg.template, batch_size=cfg.batch_size)
-        chosen[ALIGN_PRO] = [s.rewrites[0].text for s in trained.rewrite(prompts, 1, seed=cfg.seed + 300)]
-        answer_arm(ALIGN_PRO, chosen[ALIGN_PRO], cfg.seed + 400)
+        with _bar("align_pro rewrites + answers", 2 * n) as bar:
+            answer_arm(run, Arm.ALIGN_PRO, target, reward, rewrite_once(run, trained, bar.update), bar.update)
         if cfg.closed_form_over_trained:  # eq (10) with the trained ρ as the proposal (and its prior)
-            t_rollouts = []
-            for a, b in tqdm(_chunks(len(prompts), c_chunk), desc="trained rewrites + R̂", unit="batch"):
-                t_rollouts.append(composed_rollout(prompts[a:b], trained, target, reward, k=cfg.k, m=cfg.m,
-                                                   identity_prior=cfg.identity_prior, seed=cfg.seed + 2000 + a))
-            t_cands = [c for r in t_rollouts for c in r.candidates]
-            t_w = optimal_prompter_weights(np.concatenate([r.r_hat for r in t_rollouts]), t_rollouts[0].log_prior,
-                                           cfg.lam)
-            t_idx = sample_candidates(t_w, rng)
-            chosen[CLOSED_FORM_TRAINED] = [t_cands[i][j] for i, j in enumerate(t_idx)]
-            kl[CLOSED_FORM_TRAINED] = float(kl_to_prior(t_w, t_rollouts[0].log_prior).mean())
-            answer_arm(CLOSED_FORM_TRAINED, chosen[CLOSED_FORM_TRAINED], cfg.seed + 600)
+            with _bar("trained rewrites + R̂", n) as bar:
+                propose_closed_form(run, Arm.CLOSED_FORM_TRAINED, trained, target, reward, settings, bar.update)
+            with _bar(f"{Arm.CLOSED_FORM_TRAINED.value} answers", n) as bar:
+                answer_arm(run, Arm.CLOSED_FORM_TRAINED, target, reward,
+                           run.closed_forms[Arm.CLOSED_FORM_TRAINED.value].chosen, bar.update)
     if cfg.oracle:
         oracle = make_target(cfg.oracle, cfg.answer_gen, batch_size=cfg.batch_size)
-        arm_texts[ORACLE], arm_rewards[ORACLE] = _answer_and_score(
-            oracle, reward, prompts, prompts, cfg.n_fresh, cfg.seed + 500, "oracle answers", chunk)
+        with _bar("oracle answers", n) as bar:
+            answer_oracle(run, oracle, reward, bar.update)
 
     # ---- metrics ----------------------------------------------------------------------------------------
+    no_ft, cf, align_pro, oracle_arm = Arm.NO_FT.value, Arm.CLOSED_FORM.value, Arm.ALIGN_PRO.value, Arm.ORACLE.value
+    arm_rewards, arm_texts, chosen = run.rewards, run.answers, run.rewrites
+    base_r, base_texts = arm_rewards[no_ft], arm_texts[no_ft]
+    rho = run.closed_forms[cf]
     arms = {a: arm_stats(r.ravel()).to_dict() for a, r in arm_rewards.items()}
     breakdown = instruction_breakdown(reward, prompts, arm_texts)
-    compared = [a for a in arm_rewards if a != NO_FT]
-    win_rates = [reward_win_rate(arm_rewards[a].ravel(), base_r.ravel(), arm=a, baseline=NO_FT,
+    compared = [a for a in arm_rewards if a != no_ft]
+    win_rates = [reward_win_rate(arm_rewards[a].ravel(), base_r.ravel(), arm=a, baseline=no_ft,
                                  tie_margin=cfg.tie_margin).to_dict() for a in compared]
     gap = {}
-    if ORACLE in arms:  # the fraction of the no_ft → oracle gap an arm closes
-        span = arms[ORACLE]["mean"] - arms[NO_FT]["mean"]
-        gap = {a: (arms[a]["mean"] - arms[NO_FT]["mean"]) / span if span else None
-               for a in compared if a != ORACLE}
+    if oracle_arm in arms:  # the fraction of the no_ft → oracle gap an arm closes
+        span = arms[oracle_arm]["mean"] - arms[no_ft]["mean"]
+        gap = {a: (arms[a]["mean"] - arms[no_ft]["mean"]) / span if span else None
+               for a in compared if a != oracle_arm}
     # per-prompt paired difference (same prompts; common fresh answers where two arms show π_F the same x′)
     paired = {a: arm_stats((arm_rewards[a] - base_r).mean(axis=1)).to_dict() for a in compared}
-    biased = float(r_hat[np.arange(len(prompts)), picked_idx[CLOSED_FORM]].mean())
-    n_parsed = sum(rw.parsed for s in rewrite_sets for rw in s.rewrites)
-    n_rw = sum(len(s.rewrites) for s in rewrite_sets)
-    n_identity = int((picked_idx[CLOSED_FORM] == 0).sum()) if id_slot else 0
     examples = []
     for i in range(len(prompts)):
         examples.append({
-            "prompt": prompts[i], "rewrite": chosen[CLOSED_FORM][i],
-            **({"rewrite_align_pro": chosen[ALIGN_PRO][i], "answer_trained": arm_texts[ALIGN_PRO][i][0],
-                "reward_trained": float(arm_rewards[ALIGN_PRO][i, 0])} if ALIGN_PRO in chosen else {}),
-            **({"followed_no_ft": breakdown["answers"][NO_FT][i],
-                **({"followed_align_pro": breakdown["answers"][ALIGN_PRO][i]} if ALIGN_PRO in chosen else {})}
+            "prompt": prompts[i], "rewrite": chosen[cf][i],
+            **({"rewrite_align_pro": chosen[align_pro][i], "answer_trained": arm_texts[align_pro][i][0],
+                "reward_trained": float(arm_rewards[align_pro][i, 0])} if align_pro in chosen else {}),
+            **({"followed_no_ft": breakdown["answers"][no_ft][i],
+                **({"followed_align_pro": breakdown["answers"][align_pro][i]} if align_pro in chosen else {})}
                if breakdown else {}),
-            "kept_original": chosen[CLOSED_FORM][i] == prompts[i],
-            "candidates": candidates[i], "r_hat": [round(v, 4) for v in r_hat[i].tolist()],
+            "kept_original": chosen[cf][i] == prompts[i],
+            "candidates": rho.candidates[i], "r_hat": [round(v, 4) for v in rho.r_hat[i].tolist()],
             "answer_no_ft": base_texts[i][0], "reward_no_ft": float(base_r[i, 0]),
-            "answer_align_pro": arm_texts[CLOSED_FORM][i][0],
-            "reward_align_pro": float(arm_rewards[CLOSED_FORM][i, 0]),
+            "answer_align_pro": arm_texts[cf][i][0],
+            "reward_align_pro": float(arm_rewards[cf][i, 0]),
         })
     guard = {}
     if cfg.guard_reward and cfg.guard_reward.strip() != cfg.reward.strip():
@@ -294,8 +242,8 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
                    for a, t in arm_texts.items()}
         guard = {"reward": cfg.guard_reward,
                  "arms": {a: arm_stats(r.ravel()).to_dict() for a, r in guard_r.items()},
-                 "paired_vs_no_ft": {a: arm_stats((guard_r[a] - guard_r[NO_FT]).mean(axis=1)).to_dict()
-                                     for a in guard_r if a != NO_FT}}
+                 "paired_vs_no_ft": {a: arm_stats((guard_r[a] - guard_r[no_ft]).mean(axis=1)).to_dict()
+                                     for a in guard_r if a != no_ft}}
     kept = {a: float(np.mean([x.strip() in xp for x, xp in zip(prompts, shown)])) for a, shown in chosen.items()}
     metrics = {
         "arms": arms,
@@ -304,17 +252,17 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
         "win_rates": win_rates,
         "examples": examples,
         "diagnostics": {
-            "selection_biased_r_hat_of_chosen": biased,
+            "selection_biased_r_hat_of_chosen": rho.selection_biased_r_hat,
             "selection_biased_note": "mean R̂ of the chosen candidates on the answers that selected them; "
                                      "biased upward (best-of-K), NOT a result",
             "paired_gain_vs_no_ft": paired,
             "gap_closed_fraction": gap,
             "paired_gain_note": "mean over prompts of (arm − no_ft) per-prompt mean reward, ± its standard error; "
                                 "arms that show π_F the same x′ for a prompt share its fresh answers",
-            "kl_rho_star_to_rho_sft": kl,
-            "rewrites_parsed_fraction": n_parsed / max(1, n_rw),
+            "kl_rho_star_to_rho_sft": {a: c.kl for a, c in run.closed_forms.items()},
+            "rewrites_parsed_fraction": rho.rewrites_parsed_fraction,
             "rewrite_keeps_original_fraction": kept,
-            "chose_original_fraction": n_identity / len(prompts),
+            "chose_original_fraction": rho.chose_original_fraction,
             "trained_arms": trained_arms,
             "wall_seconds": time.perf_counter() - t_start,
             "prompts_skipped": loaded.skipped,
@@ -372,8 +320,8 @@ def instruction_breakdown(reward, prompts: list[str], arm_texts: dict[str, list[
         per_type[arm] = {t: {"followed": f, "n": n, "rate": f / n} for t, (f, n) in sorted(counts.items())}
         answers[arm] = [[[r.id, r.followed] for r in row[0]] for row in verdicts]
     return {"followed": {a: arm_stats(v.ravel()).to_dict() for a, v in overall.items()},
-            "paired_vs_no_ft": {a: arm_stats((v - overall[NO_FT]).mean(axis=1)).to_dict()
-                                for a, v in overall.items() if a != NO_FT},
+            "paired_vs_no_ft": {a: arm_stats((v - overall[Arm.NO_FT.value]).mean(axis=1)).to_dict()
+                                for a, v in overall.items() if a != Arm.NO_FT.value},
             "per_type": per_type, "answers": answers}
 
 
@@ -384,8 +332,8 @@ def train_now(cfg: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
     from alignpro.train.loop import train
 
     arms = {}
-    for arm, role, recipe in ((ALIGN_PRO, "prompter", cfg.train_prompter_config),
-                              (ORACLE, "oracle", cfg.train_oracle_config)):
+    for arm, role, recipe in ((Arm.ALIGN_PRO.value, "prompter", cfg.train_prompter_config),
+                              (Arm.ORACLE.value, "oracle", cfg.train_oracle_config)):
         run = out / f"train-{role}"
         argv = (["--resume", str(run)] if (run / "config.yaml").is_file() else
                 ["--config", recipe, "--out", str(run), "--role", role, "--prompter", cfg.prompter, "--target",
@@ -415,7 +363,7 @@ def render_table(metrics: dict[str, Any]) -> str:
 
 def render_report(metrics: dict[str, Any], cfg: DemoConfig) -> str:
     d = metrics["diagnostics"]
-    base, ap = metrics["arms"][NO_FT], metrics["arms"][CLOSED_FORM]
+    base, ap = metrics["arms"][Arm.NO_FT.value], metrics["arms"][Arm.CLOSED_FORM.value]
     diff = ap["mean"] - base["mean"]
     se = math.sqrt(ap["stderr"] ** 2 + base["stderr"] ** 2)
     parts = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from alignpro.backends.base import GenerationConfig
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
 from alignpro.config import parse_config, setting
 from alignpro.errors import ConfigError
 
@@ -40,10 +40,10 @@ class AnswerConfig:
     target: str = setting("smollm2", "target model spec: smollm2 | hf:<id or path> | fake")
     prompter: str = setting("", "optional prompter spec; when set, the prompt is rewritten first")
     template: str = setting("rewrite-default", "rewrite template for the prompter")
-    max_new_tokens: int = setting(128, "max new tokens of the answer")
-    temperature: float = setting(1.5, "sampling temperature (paper: 1.5)")
-    top_p: float = setting(0.6, "nucleus top_p (paper: 0.6)")
-    top_k: int = setting(20, "top_k (paper: 20)")
+    max_new_tokens: int = setting(PAPER_ANSWER_CONFIG.max_new_tokens, "max new tokens of the answer")
+    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "sampling temperature (paper: 1.5)")
+    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "nucleus top_p (paper: 0.6)")
+    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "top_k (paper: 20)")
     seed: int = setting(0, "random seed")
     json: bool = setting(False, "print JSON instead of text")
 

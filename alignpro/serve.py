@@ -40,7 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from alignpro.backends.base import GenerationConfig, Prompter, Rewrite, Target
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig, Prompter, Rewrite, Target
 from alignpro.config import parse_config, setting
 from alignpro.errors import AlignProError, ConfigError
 
@@ -71,10 +71,11 @@ class ServeConfig:
     keep_alive_s: float = setting(30.0, "seconds an idle client connection stays open; keep it above the clients' "
                                         "own idle expiry (httpx and the openai client: 5 s), or a reused connection "
                                         "can be closed under a request")
-    max_new_tokens: int = setting(256, "local targets: max new tokens of an answer")
-    temperature: float = setting(1.5, "local targets: sampling temperature (paper: 1.5)")
-    top_p: float = setting(0.6, "local targets: nucleus top_p (paper: 0.6)")
-    top_k: int = setting(20, "local targets: top_k (paper: 20)")
+    max_new_tokens: int = setting(256, "local targets: max new tokens of an answer (overrides the answer default "
+                                       f"{PAPER_ANSWER_CONFIG.max_new_tokens}: a chat client's answers run longer)")
+    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "local targets: sampling temperature (paper: 1.5)")
+    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "local targets: nucleus top_p (paper: 0.6)")
+    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "local targets: top_k (paper: 20)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting("info", "uvicorn log level")
 
     def __post_init__(self) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from alignpro.cli import main
 from alignpro.config import build_config
-from alignpro.demo import CLOSED_FORM, NO_FT, REWRITES_ONLY, DemoConfig, run_demo
+from alignpro.arms import Arm
+from alignpro.demo import DemoConfig, run_demo
 from alignpro.errors import AlignProError, ConfigError
 
 
@@ -20,7 +21,7 @@ def _cfg(tmp_path, **kw):
 def test_demo_contract_and_align_pro_wins_in_the_fake_world(tmp_path):
     m = run_demo(_cfg(tmp_path))
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert saved["arms"].keys() == {NO_FT, CLOSED_FORM, REWRITES_ONLY}
+    assert saved["arms"].keys() == {Arm.NO_FT, Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY}
     for s in saved["arms"].values():
         assert set(s) == {"mean", "variance", "stderr", "n"} and s["n"] == 24
     for w in saved["win_rates"]:
@@ -30,7 +31,7 @@ def test_demo_contract_and_align_pro_wins_in_the_fake_world(tmp_path):
     assert len(saved["examples"]) == 12 and {"prompt", "rewrite", "answer_align_pro"} <= set(saved["examples"][0])
     assert saved["config"]["k"] == 4
     # the fake target answers warmly when asked kindly and the fake reward pays for it: ρ* must find that
-    assert m["arms"][CLOSED_FORM]["mean"] > m["arms"][NO_FT]["mean"] + 3 * m["arms"][NO_FT]["stderr"]
+    assert m["arms"][Arm.CLOSED_FORM]["mean"] > m["arms"][Arm.NO_FT]["mean"] + 3 * m["arms"][Arm.NO_FT]["stderr"]
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Original prompt" in report and "NOT a result" in report
 

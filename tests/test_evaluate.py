@@ -16,7 +16,8 @@ from alignpro import cli
 from alignpro.backends.fake import FakePrompter, FakeReward, FakeTarget
 from alignpro.config import build_config, load_yaml
 from alignpro.errors import ConfigError
-from alignpro.evaluate.config import EvaluateConfig, preflight
+from alignpro.evaluate.config import EvaluateConfig
+from alignpro.evaluate.plan import preflight
 from alignpro.evaluate.report import OUTPUTS
 from alignpro.evaluate.runner import run_evaluation
 
@@ -377,7 +378,11 @@ def test_grid_with_openai_judge_over_http(tmp_path: Path, monkeypatch: pytest.Mo
         metrics = run_evaluation(cfg, loader=Counts().loader)
         n_requests = len(server.requests)
     assert set(server.auth) == {"Bearer sk-from-env"}
-    assert n_requests == 2 * 5 + 1  # 5 pairs x 2 orders + 1 retry
+    # 5 pairs x 2 orders + 1 retry; where ρ* kept x the arm's answer IS no_ft's (common random numbers), and the
+    # two orders of a pair of equal answers are one cached judgment
+    rows = [json.loads(line) for line in (Path(cfg.out) / "judgments.jsonl").read_text().splitlines()]
+    same = sum(r["answer_arm"] == r["answer_baseline"] for r in rows if r["judge"].startswith("openai:"))
+    assert n_requests == 2 * (5 - same) + same + 1
     usage = metrics["usage"]["judges"][f"openai:judge-model@{server.url}"]
     assert usage["retries"] == 1 and usage["rate_limited"] == 1 and usage["malformed"] == 1
     (wr,) = [w for w in metrics["cells"][0]["win_rates"] if w["judge"].startswith("openai:")]

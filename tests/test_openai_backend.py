@@ -10,7 +10,7 @@ import time
 import pytest
 from tests.fake_openai_server import Behavior, FakeOpenAIServer, last_user_text
 
-from alignpro.backends.base import GenerationConfig
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
 from alignpro.backends.fake import FakePrompter, FakeReward
 from alignpro.backends.openai_backend import (
     AnswerCache,
@@ -107,7 +107,8 @@ def test_answer_shape_systems_seeds_and_sampling_params(fake: FakeOpenAIServer) 
     assert all(r["messages"][0]["role"] == "user" for r in reqs if last_user_text(r) != "What is rice?")
     assert len({r["seed"] for r in first}) == 3  # n answers are n different draws
     body = reqs[0]
-    assert (body["model"], body["temperature"], body["top_p"], body["max_tokens"]) == ("fake-model", 1.5, 0.6, 96)
+    assert (body["model"], body["temperature"], body["top_p"], body["max_tokens"]) == (
+        "fake-model", 1.5, 0.6, PAPER_ANSWER_CONFIG.max_new_tokens)  # the one answer default
     assert "top_k" not in body  # OpenAI's own API rejects it
     assert t.usage.calls == 6 and t.usage.retries == 0 and t.usage.generated_tokens > 0
 

@@ -177,7 +177,10 @@ def test_two_processes_under_accelerate_hold_identical_parameters(tiny_model, tm
 def test_demo_train_trains_both_arms_now_and_says_so(tiny_model, tmp_path):
     """`alignpro demo --train`: both recipes run (same models and reward as the demo), both arms are evaluated,
     and the report says they were trained now, from which recipe."""
-    from alignpro.demo import ALIGN_PRO, ORACLE, DemoConfig, run_demo
+    from alignpro.arms import Arm
+    from alignpro.demo import DemoConfig, run_demo
+
+    ALIGN_PRO, ORACLE = Arm.ALIGN_PRO.value, Arm.ORACLE.value
 
     recipe = dict(batch_size=2, max_new_tokens=8, answer_max_new_tokens=8, epochs=1, lr=1e-3, num_threads=1,
                   progress=False, save_every=1, generation_batch_size=4)

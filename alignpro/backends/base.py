@@ -15,9 +15,12 @@ from alignpro.errors import ConfigError
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Sampling settings shared by every backend. Defaults are the paper's answer config (Sec. Hyper-parameters)."""
+    """Sampling settings shared by every backend. The defaults are THE answer-sampling default of every command
+    (:data:`PAPER_ANSWER_CONFIG`): the paper's temperature 1.5, top_p 0.6, top_k 20 (Sec. Hyper-parameters) and
+    answers of at most 128 new tokens (the budget measured in docs/instruction-following.md: most answers
+    finish). A command that needs another value overrides it in its own config dataclass, where --help shows it."""
 
-    max_new_tokens: int = 96
+    max_new_tokens: int = 128
     temperature: float = 1.5
     top_p: float = 0.6
     top_k: int = 20
@@ -37,7 +40,8 @@ class GenerationConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-#: The paper's generation config for answers: temperature 1.5, top_p 0.6, top_k 20.
+#: The one answer-sampling default (π_F's answers in every command): temperature 1.5, top_p 0.6, top_k 20, ≤ 128
+#: new tokens. Commands take their settings' defaults from it.
 PAPER_ANSWER_CONFIG = GenerationConfig()
 
 

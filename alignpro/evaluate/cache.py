@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from typing import Any, Callable, Sequence
 
+from alignpro.arms import chunk_bounds
 from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet
 from alignpro.diskcache import DiskCache, cache_key
 from alignpro.evaluate.judges import Judgment, PairwiseJudge
@@ -71,10 +72,6 @@ def _occurrences(items: Sequence[Any]) -> list[int]:
     return out
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
 def _call_seed(first_key: str) -> int:
     """The seed handed to one backend call: derived from the key of its first item, so every call draws its own
     random stream (not the stage seed over and over) while the keys stay independent of how work is chunked."""
@@ -117,7 +114,7 @@ class CachedTarget:
                 for p, s, x, o in zip(prompts, systems, origins, occ)]
         found = self.cache.get_many(f"answer/{self.stage}", [k for row in keys for k in row])
         todo = [i for i, row in enumerate(keys) if any(k not in found for k in row)]
-        for chunk in _chunks(todo, max(1, self.batch_size // n)):
+        for chunk in (todo[a:b] for a, b in chunk_bounds(len(todo), max(1, self.batch_size // n))):
             backend = self.pool.get(self.role, self.spec)
             rows = backend.answer([prompts[i] for i in chunk], n=n, seed=_call_seed(keys[chunk[0]][0]),
                                   systems=[systems[i] for i in chunk])
@@ -145,7 +142,7 @@ class CachedPrompter:
                 for p, o in zip(prompts, occ)]
         found = self.cache.get_many(self.stage, [x for row in keys for x in row])
         todo = [i for i, row in enumerate(keys) if any(x not in found for x in row)]
-        for chunk in _chunks(todo, max(1, self.batch_size // k)):
+        for chunk in (todo[a:b] for a, b in chunk_bounds(len(todo), max(1, self.batch_size // k))):
             backend = self.pool.get("prompter", self.spec)
             sets = backend.rewrite([prompts[i] for i in chunk], k, seed=_call_seed(keys[chunk[0]][0]))
             new = {keys[i][j]: {"text": r.text, "raw": r.raw, "logprob": r.logprob, "parsed": r.parsed}
@@ -175,7 +172,7 @@ class CachedReward:
             if key not in found and key not in seen:
                 seen.add(key)
                 todo.append(i)
-        for chunk in _chunks(todo, self.batch_size):
+        for chunk in (todo[a:b] for a, b in chunk_bounds(len(todo), self.batch_size)):
             backend = self.pool.get("reward", self.spec)
             values = backend.score([prompts[i] for i in chunk], [answers[i] for i in chunk])
             new = {keys[i]: float(v) for i, v in zip(chunk, values)}
@@ -214,7 +211,7 @@ class CachedJudge(PairwiseJudge):
             if key not in found and key not in seen:
                 seen.add(key)
                 todo.append(i)
-        for chunk in _chunks(todo, self.chunk):
+        for chunk in (todo[a:b] for a, b in chunk_bounds(len(todo), self.chunk)):
             got = self.inner.judge_ordered([prompts[i] for i in chunk], [firsts[i] for i in chunk],
                                            [seconds[i] for i in chunk])
             new = {keys[i]: {"choice": j.choice, "raw": j.raw} for i, j in zip(chunk, got)}

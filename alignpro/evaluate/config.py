@@ -1,49 +1,37 @@
-"""`alignpro evaluate` settings, and the checks that make a bad config fail before any generation.
+"""`alignpro evaluate` settings, and the checks of the settings on their own.
 
 Two levels of checking (lesson 2 of STYLE.md):
 
 - :class:`EvaluateConfig.__post_init__` checks the settings on their own (forms of arms, judges, labels, ranges);
-- :func:`preflight` checks them against the world without generating anything: checkpoint folders exist, the
-  judge's API key is in the environment, every dataset loads and has its prompt field, the templates load.
+- :func:`alignpro.evaluate.plan.preflight` checks them against the world without generating anything: checkpoint
+  folders exist, the judge's API key is in the environment, every dataset loads and has its prompt field, the
+  templates load.
 
-Every problem found is reported at once, in one :class:`ConfigError`.
+Every problem found is reported at once, in one :class:`ConfigError`. The arms are :class:`alignpro.arms.Arm`;
+the judges' forms are parsed by :mod:`alignpro.evaluate.judge_specs`.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import importlib.util
 import math
-import os
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from alignpro.backends.base import GenerationConfig
+from alignpro.arms import BASELINE, Arm, ClosedFormSettings
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
 from alignpro.config import setting
 from alignpro.errors import AlignProError, ConfigError
+from alignpro.evaluate.judge_specs import JudgeSpec, parse_judge_spec
 from alignpro.specs import DEFAULT_REWRITE_CONFIG, TARGET_ONLY_KINDS, parse_model_spec
 
 #: the evaluation's metrics.json schema; bump when its shape changes
 SCHEMA_VERSION = 1
 
-
-class Arm(str, enum.Enum):
-    """The configurations the paper compares (plus the closed-form ρ* of eq 10, which needs no training)."""
-
-    NO_FT = "no_ft"  #: π_F answers x (the paper's "No Fine-Tuning", B in Table 1)
-    CLOSED_FORM = "align_pro_closed_form"  #: ρ* of eq (10) on K sampled rewrites, fresh π_F answers
-    ALIGN_PRO = "align_pro"  #: a trained prompter checkpoint rewrites x once, fresh π_F answers (A in Table 1)
-    ORACLE = "oracle"  #: an RLHF-tuned target checkpoint answers x (the paper's "RLHF" oracle)
-
-
-BASELINE = Arm.NO_FT.value
-CHECKPOINT_ARMS = (Arm.ALIGN_PRO.value, Arm.ORACLE.value)
-ARM_FORMS = ("no_ft", "align_pro_closed_form", "align_pro=<prompter checkpoint spec>",
-             "oracle=<target checkpoint spec>")
-JUDGE_FORMS = ("reward", "llm:<model spec>", "openai:<model>@<base_url>")
+#: how each arm is written in the setting 'arms'
+ARM_FORMS = tuple(a.value + (f"=<{a.checkpoint_role} checkpoint spec>" if a.checkpoint_role else "") for a in Arm)
 #: placeholders a checkpoint spec may use; they are filled per grid cell
 CHECKPOINT_FIELDS = ("prompter", "target", "pair", "dataset")
 DATASET_OPTION_KEYS = ("field", "system_field", "split", "data_files", "cache_dir", "skip_bad")
@@ -71,9 +59,8 @@ class EvaluateConfig:
     data_seed: int = setting(0, "seed of the prompt sample: the same prompts for every seed, pair and arm")
     seeds: list[int] = setting([0], "generation seeds; results are aggregated over them with 95-percent confidence intervals")
     arms: list[str] = setting(["no_ft", "align_pro_closed_form"],
-                              "arms: no_ft | align_pro_closed_form | align_pro=<prompter checkpoint spec> | "
-                              "oracle=<target checkpoint spec>; checkpoint specs may use {prompter} {target} "
-                              "{pair} {dataset}")
+                              "arms (alignpro.arms.Arm): " + " | ".join(ARM_FORMS) + "; checkpoint specs may use "
+                              "{prompter} {target} {pair} {dataset}")
     skip_missing_checkpoints: bool = setting(False, "drop a checkpoint arm (with a notice) when its checkpoint "
                                                     "folders do not exist, instead of failing")
     judges: list[str] = setting(["reward"], "pairwise judges: reward | llm:<model spec> | "
@@ -97,10 +84,10 @@ class EvaluateConfig:
     lam: float = setting(0.02, "align_pro_closed_form: λ of eq (10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "align_pro_closed_form: ρ_sft's prior mass α on keeping x unchanged")
     answers_per_prompt: int = setting(1, "fresh answers per prompt and arm that are scored and judged (paper: 1)")
-    answer_max_new_tokens: int = setting(256, "max new tokens of π_F's answers")
-    temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
-    top_p: float = setting(0.6, "π_F's nucleus top_p (paper: 0.6)")
-    top_k: int = setting(20, "π_F's top_k (paper: 20)")
+    answer_max_new_tokens: int = setting(PAPER_ANSWER_CONFIG.max_new_tokens, "max new tokens of π_F's answers")
+    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
+    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's nucleus top_p (paper: 0.6)")
+    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
     rewrite_max_new_tokens: int = setting(DEFAULT_REWRITE_CONFIG.max_new_tokens, "max new tokens of a rewrite")
     rewrite_temperature: float = setting(DEFAULT_REWRITE_CONFIG.temperature, "prompters' sampling temperature")
     batch_size: int = setting(16, "generation batch size (also the unit of work saved to the cache)")
@@ -138,7 +125,7 @@ class EvaluateConfig:
         self.dataset_sources = _labelled(self.datasets, "datasets", "", problems, None, default_label=_dataset_label)
         self.arm_specs = _parse_arms(self.arms, problems)
         self.loader_options = _parse_dataset_options(self.dataset_options, self.dataset_sources, problems)
-        self.judge_specs = []
+        self.judge_specs: list[JudgeSpec] = []
         for j in self.judges:
             try:
                 self.judge_specs.append(parse_judge_spec(j))
@@ -154,13 +141,22 @@ class EvaluateConfig:
             problems.append(f"the judges compare arms with '{BASELINE}'; add '{BASELINE}' to 'arms' or set judges: []")
         _check_reward_spec(self.reward, problems)
         if problems:
-            raise ConfigError(_one_message(problems))
+            raise ConfigError(one_message(problems))
 
     # ---------------------------------------------------------------- derived
     @property
     def judged(self) -> list[str]:
         """Arms compared with no_ft by every judge."""
         return list(self.judged_arms) or [a for a in self.arm_specs if a != BASELINE]
+
+    @property
+    def needs_rewrites(self) -> bool:
+        """Whether an arm shows π_F rewrites (so the prompters and their template are needed)."""
+        return any(Arm(a).rewrites for a in self.arm_specs)
+
+    @property
+    def closed_form(self) -> ClosedFormSettings:
+        return ClosedFormSettings(k=self.k, m=self.m, lam=self.lam, identity_prior=self.identity_prior)
 
     @property
     def cache_path(self) -> Path:
@@ -172,7 +168,8 @@ class EvaluateConfig:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _one_message(problems: list[str]) -> str:
+def one_message(problems: list[str]) -> str:
+    """One error message for every problem found (a list when there are several)."""
     if len(problems) == 1:
         return problems[0]
     return f"{len(problems)} problems in the evaluation config:\n  - " + "\n  - ".join(problems)
@@ -246,10 +243,10 @@ def _parse_arms(entries: list[str], problems: list[str]) -> dict[str, str | None
         if name in arms:
             problems.append(f"arm '{name}' is listed twice")
             continue
-        if name in CHECKPOINT_ARMS:
+        role = Arm(name).checkpoint_role
+        if role:
             if not spec:
-                what = "prompter" if name == Arm.ALIGN_PRO.value else "target"
-                problems.append(f"arm '{name}' needs a {what} checkpoint: write '{name}=hf:<checkpoint folder>' "
+                problems.append(f"arm '{name}' needs a {role} checkpoint: write '{name}=hf:<checkpoint folder>' "
                                 f"(a transformers folder saved by training)")
                 continue
             bad = [f for _, f, _, _ in string.Formatter().parse(spec) if f is not None and f not in CHECKPOINT_FIELDS]
@@ -257,7 +254,7 @@ def _parse_arms(entries: list[str], problems: list[str]) -> dict[str, str | None
                 problems.append(f"arm '{name}': checkpoint spec '{spec}' uses unknown placeholder(s) {bad}; "
                                 f"valid: {', '.join('{' + f + '}' for f in CHECKPOINT_FIELDS)}")
                 continue
-            check = _check_local_lm if name == Arm.ALIGN_PRO.value else _check_model_spec
+            check = _check_local_lm if role == "prompter" else _check_model_spec
             if err := check(spec.format(prompter="P", target="F", pair="P-F", dataset="D")):
                 problems.append(f"arm '{name}': {err}")
                 continue
@@ -305,185 +302,3 @@ def _check_reward_spec(spec: str, problems: list[str]) -> None:
             problems.append(f"reward '{term.spec}': module '{parts[1]}' cannot be found")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Judge specs
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JudgeSpec:
-    kind: str  #: "reward" | "llm" | "openai"
-    model: str = ""  #: the model spec (llm) or the API model name (openai)
-    base_url: str = ""  #: openai only
-
-    def __str__(self) -> str:
-        return {"reward": "reward", "llm": f"llm:{self.model}", "openai": f"openai:{self.model}@{self.base_url}"}[
-            self.kind]
-
-
-def parse_judge_spec(spec: str) -> JudgeSpec:
-    s = str(spec).strip()
-    if s == "reward":
-        return JudgeSpec("reward")
-    if s.startswith("llm:") and s[4:].strip():
-        model = s[4:].strip()
-        if err := _check_model_spec(model):
-            raise ConfigError(f"judge '{s}': {err}")
-        if parse_model_spec(model).kind not in ("smollm2", "hf"):
-            raise ConfigError(f"judge '{s}': a local LLM judge needs a chat model (smollm2 or hf:<id or path>); "
-                              "for an API use openai:<model>@<base_url>")
-        return JudgeSpec("llm", model)
-    if s.startswith("openai:"):
-        model, at, url = s[7:].partition("@")
-        if at and model.strip() and re.match(r"^https?://\S+$", url.strip()):
-            return JudgeSpec("openai", model.strip(), url.strip().rstrip("/"))
-    raise ConfigError(f"invalid judge '{s}'; valid forms: {', '.join(JUDGE_FORMS)} "
-                      "(e.g. openai:gpt-4o@https://api.openai.com/v1)")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The plan: everything checked against the world, before any generation
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One grid cell: a prompter/target pair on one dataset with one seed."""
-
-    prompter_label: str
-    prompter: str  #: model spec
-    target_label: str
-    target: str  #: model spec
-    dataset: str  #: dataset label
-    seed: int
-    checkpoints: tuple[tuple[str, str], ...] = ()  #: ((arm, resolved checkpoint spec), ...)
-
-    @property
-    def pair(self) -> str:
-        return f"{self.prompter_label}-{self.target_label}"
-
-    @property
-    def id(self) -> str:
-        return f"{self.pair}/{self.dataset}/seed{self.seed}"
-
-    def checkpoint(self, arm: str) -> str:
-        return dict(self.checkpoints)[arm]
-
-
-@dataclass
-class Plan:
-    """What `alignpro evaluate` will do: the prompts of each dataset and the grid cells."""
-
-    prompts: dict[str, list] = field(default_factory=dict)  #: dataset label -> [PromptRecord]
-    cells: list[Cell] = field(default_factory=list)
-    arms: list[str] = field(default_factory=list)  #: the arms that run (config order)
-    skipped: dict[str, str] = field(default_factory=dict)  #: arm -> why it was dropped (skip_missing_checkpoints)
-    judge_template: object = None
-
-
-def checkpoint_fingerprint(spec: str) -> str:
-    """A short digest of a local checkpoint folder's files (names, sizes, mtimes), '' for other specs.
-
-    It goes into every cache key that involves the checkpoint, so retraining into the same folder is never
-    served stale generations.
-    """
-    ms = parse_model_spec(spec)
-    if ms.kind != "hf":
-        return ""
-    folder = Path(ms.ref).expanduser()
-    if not folder.is_dir():
-        return ""
-    h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
-
-
-def _load_dataset(cfg: EvaluateConfig, label: str, source: str):
-    from alignpro.data import load_prompts
-
-    opts = dict(cfg.loader_options.get(label, {}))
-    is_hf = source.startswith("hf:") or source in _paper_names()
-    for hf_only in ("data_files", "cache_dir"):
-        if opts.get(hf_only) and not is_hf:
-            raise AlignProError(f"option {hf_only} applies to Hugging Face datasets only, not '{source}'")
-    kwargs = {k: v for k, v in opts.items() if v}
-    return load_prompts(source, n=cfg.n or None, seed=cfg.data_seed, **kwargs).records
-
-
-def _paper_names() -> tuple[str, ...]:
-    from alignpro.data import PAPER_DATASETS
-
-    return tuple(PAPER_DATASETS)
-
-
-def preflight(cfg: EvaluateConfig) -> Plan:
-    """Check the config against the world and build the plan; raises one :class:`ConfigError` listing every
-    problem (missing checkpoint folders, API key, datasets or fields, templates). Generates nothing."""
-    from alignpro.evaluate.judges import load_judge_template
-    from alignpro.templates import load_rewrite_template
-
-    problems: list[str] = []
-    plan = Plan()
-    # ---- templates ----
-    needs_rewrites = any(a in cfg.arm_specs for a in (Arm.CLOSED_FORM.value, Arm.ALIGN_PRO.value))
-    if needs_rewrites:
-        try:
-            load_rewrite_template(cfg.template)
-        except AlignProError as exc:
-            problems.append(str(exc))
-    if any(j.kind in ("llm", "openai") for j in cfg.judge_specs):
-        try:
-            plan.judge_template = load_judge_template(cfg.judge_template)
-        except AlignProError as exc:
-            problems.append(str(exc))
-    # ---- API keys ----
-    for j in cfg.judge_specs:
-        if j.kind == "openai" and not os.environ.get(cfg.judge_api_key_env, "").strip():
-            problems.append(f"judge '{j}' needs an API key in the environment variable '{cfg.judge_api_key_env}' "
-                            "(setting judge_api_key_env), which is not set")
-    # ---- datasets (their fields are checked while loading) ----
-    for label, source in cfg.dataset_sources.items():
-        try:
-            plan.prompts[label] = _load_dataset(cfg, label, source)
-        except AlignProError as exc:
-            problems.append(f"dataset '{label}': {exc}")
-    # ---- the grid, with each cell's checkpoints resolved and checked ----
-    missing: dict[str, list[str]] = {}  # arm -> checkpoint folders that do not exist
-    for t_label, t_spec in cfg.target_specs.items():
-        for p_label, p_spec in cfg.prompter_specs.items():
-            for d_label in cfg.dataset_sources:
-                ckpts = []
-                for arm, template in cfg.arm_specs.items():
-                    if template is None:
-                        continue
-                    spec = template.format(prompter=p_label, target=t_label, pair=f"{p_label}-{t_label}",
-                                           dataset=d_label)
-                    ms = parse_model_spec(spec)
-                    if ms.kind == "hf" and not Path(ms.ref).expanduser().is_dir():
-                        if ms.ref not in missing.setdefault(arm, []):
-                            missing[arm].append(ms.ref)
-                    ckpts.append((arm, spec))
-                for seed in cfg.seeds:
-                    plan.cells.append(Cell(p_label, p_spec, t_label, t_spec, d_label, seed, tuple(ckpts)))
-    for arm, folders in missing.items():
-        shown = ", ".join(f"'{f}'" for f in folders[:4]) + (f" and {len(folders) - 4} more" if len(folders) > 4 else "")
-        what = (f"checkpoint folder{'s' if len(folders) > 1 else ''} {shown} "
-                f"do{'' if len(folders) > 1 else 'es'} not exist")
-        if cfg.skip_missing_checkpoints:
-            plan.skipped[arm] = what
-        else:
-            problems.append(f"arm '{arm}': {what}; train {'them' if len(folders) > 1 else 'it'} first, fix the "
-                            "path, or drop the arm (or set skip_missing_checkpoints)")
-    plan.arms = [a for a in cfg.arm_specs if a not in plan.skipped]
-    if cfg.judged_arms and not any(a in plan.arms for a in cfg.judged_arms) and cfg.judges:
-        problems.append(f"none of the judged arms {cfg.judged_arms} can run ({plan.skipped})")
-    if problems:
-        raise ConfigError(_one_message(problems))
-    if plan.skipped:
-        for cell_i, cell in enumerate(plan.cells):
-            plan.cells[cell_i] = Cell(cell.prompter_label, cell.prompter, cell.target_label, cell.target,
-                                      cell.dataset, cell.seed, tuple(c for c in cell.checkpoints if c[0] in plan.arms))
-    return plan

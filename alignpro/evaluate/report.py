@@ -16,15 +16,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from alignpro.evaluate.config import BASELINE
+from alignpro.arms import BASELINE, Arm
 
-ARM_NAMES = {
-    "no_ft": "No fine-tuning",
-    "align_pro_closed_form": "Align-Pro (closed-form ρ*, eq 10)",
-    "align_pro": "Align-Pro (trained prompter)",
-    "oracle": "Oracle (RLHF-tuned target)",
-}
-ARM_COLORS = {"no_ft": "#9e9e9e", "align_pro_closed_form": "#6baed6", "align_pro": "#2166ac", "oracle": "#e08214"}
+ARM_COLORS = {Arm.NO_FT: "#9e9e9e", Arm.CLOSED_FORM: "#6baed6", Arm.CLOSED_FORM_REWRITES_ONLY: "#c6dbef",
+              Arm.ALIGN_PRO: "#2166ac", Arm.CLOSED_FORM_TRAINED: "#4393c3", Arm.ORACLE: "#e08214"}
 DATASET_NAMES = {"ultrafeedback": "UltraFeedback", "helpsteer": "HelpSteer", "orca": "Orca"}
 OUTPUTS = ("metrics.json", "table.md", "fig_reward_mean.png", "fig_reward_variance.png", "examples.md")
 
@@ -62,13 +57,13 @@ def render_table(metrics: dict[str, Any]) -> str:
     for arm, why in metrics.get("skipped_arms", {}).items():
         lines += [f"*Arm `{arm}` was skipped: {why} (skip_missing_checkpoints).*", ""]
     judged = sorted({(w["judge"], w["arm"]) for e in agg for w in e["win_rates"]},
-                    key=lambda t: (t[0], list(ARM_NAMES).index(t[1]) if t[1] in ARM_NAMES else 99))
+                    key=lambda t: (t[0], list(Arm).index(Arm(t[1]))))
     if not judged:
         lines += ["No judges were configured (`judges: []`).", ""]
     for judge, arm in judged:
         entries = [w for e in agg for w in e["win_rates"] if w["judge"] == judge and w["arm"] == arm]
         independent = entries[0]["judge_independent"]
-        lines += [f"## Judge `{judge}`: A = {arm} ({ARM_NAMES.get(arm, arm)}), B = {BASELINE}", ""]
+        lines += [f"## Judge `{judge}`: A = {arm} ({Arm(arm).title}), B = {BASELINE}", ""]
         head = "| Model architectures (prompter, frozen LLM) | " + " | ".join(
             f"{dataset_name(d)} A | {dataset_name(d)} B" for d in datasets) + " |"
         lines += [head, "|---|" + "---:|---:|" * len(datasets)]
@@ -174,7 +169,7 @@ def plot_reward(metrics: dict[str, Any], key: str, path: Path) -> None:
                 err[0].append(max(0.0, v["mean"] - v["ci95"][0]))
                 err[1].append(max(0.0, v["ci95"][1] - v["mean"]))
             ax.bar(xs, ys, width * 0.92, yerr=err, capsize=3, color=ARM_COLORS.get(arm, None),
-                   label=ARM_NAMES.get(arm, arm), edgecolor="black", linewidth=0.5,
+                   label=Arm(arm).title, edgecolor="black", linewidth=0.5,
                    error_kw={"elinewidth": 1, "ecolor": "black"})
         ax.set_xticks(range(len(pairs)), pairs)
         ax.set_xlim(-0.6, len(pairs) - 0.4)

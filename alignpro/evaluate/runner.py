@@ -1,22 +1,16 @@
 """The evaluation grid, stage by stage: generate every arm in every cell, score, judge, aggregate, write.
 
-A cell is (prompter ρ, target π_F, dataset, seed). The arms of a cell (same prompts x, answers always scored
-against the ORIGINAL x):
-
-- ``no_ft``: π_F answers x;
-- ``align_pro_closed_form``: eq (3) sampled by :func:`alignpro.method.composed_rollout` (K rewrites + x itself
-  with prior α, M answers each → R̂(x, x′)), ρ* of eq (10) by :func:`optimal_prompter_weights`, one x′ drawn
-  by :func:`sample_candidates`, then FRESH π_F answers to x′ (the answers that estimated R̂ are never reused);
-- ``align_pro``: a trained prompter checkpoint writes one x′, fresh π_F answers;
-- ``oracle``: an RLHF-tuned target checkpoint answers x.
+A cell is (prompter ρ, target π_F, dataset, seed). Its arms are run by :mod:`alignpro.arms`, the runner the demo
+uses too (fresh answers scored against the ORIGINAL x, common random numbers where two arms show π_F the same x′,
+system prompts on every call to π_F, one seed scheme), on backends that go through the disk cache (``cache.py``).
 
 Stages run over the whole grid, one progress bar each, cells ordered by target then prompter so each model is
-loaded once per stage; every generation, score and judgment goes through the disk cache (see ``cache.py``).
+loaded once per stage, in the order no_ft, the closed form (and its rewrites-only variant), align_pro, the closed
+form over the trained prompter, oracle (the order of :mod:`alignpro.arms`'s common random numbers and ρ* draws).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -30,19 +24,17 @@ from tqdm.auto import tqdm
 from alignpro import __version__
 from alignpro.config import config_to_dict
 from alignpro.evaluate.aggregate import aggregate_cells
+from alignpro.arms import (BASELINE, Arm, ArmRun, answer_arm, answer_oracle, chunk_bounds, propose_closed_form,
+                           rewrite_once)
 from alignpro.evaluate.cache import (CachedJudge, CachedPrompter, CachedReward, CachedTarget, DiskCache, Loader,
                                      ModelPool)
-from alignpro.evaluate.config import (BASELINE, SCHEMA_VERSION, Arm, Cell, EvaluateConfig, JudgeSpec,
-                                      checkpoint_fingerprint, preflight)
+from alignpro.evaluate.config import SCHEMA_VERSION, EvaluateConfig
+from alignpro.evaluate.judge_specs import JudgeSpec
 from alignpro.evaluate.judges import (LLMJudge, OpenAIJudge, PairwiseJudge, RewardJudge, Verdict,
                                       load_judge_template)
-from alignpro.method import composed_rollout, kl_to_prior, optimal_prompter_weights, sample_candidates
+from alignpro.evaluate.plan import Cell, checkpoint_fingerprint, preflight
 from alignpro.metrics import arm_stats, win_rate_from_outcomes
 from alignpro.templates import load_rewrite_template
-
-#: seed offsets per stage, so that no two stages share a random stream
-SEED_OFFSET = {"no_ft": 100, "fresh_closed_form": 200, "align_pro_rewrite": 300, "align_pro": 400,
-               "oracle": 500, "rollout": 1000}
 
 
 def default_loader(cfg: EvaluateConfig, records: Any = None) -> Loader:
@@ -67,29 +59,11 @@ def default_loader(cfg: EvaluateConfig, records: Any = None) -> Loader:
 
 @dataclass
 class CellRun:
-    """Everything generated for one cell. Shapes: N prompts, n = answers_per_prompt."""
+    """Everything generated for one cell: its arms (prompts, answers, rewards, rewrites) and the judges' verdicts."""
 
     cell: Cell
-    prompts: list[str]  #: (N,) original prompts x
-    systems: list[str | None]  #: (N,) their system prompts (Orca has some)
-    n: int  #: answers per prompt and arm
-    answers: dict[str, list[list[str]]] = field(default_factory=dict)  #: arm -> (N, n) answer texts
-    tokens: dict[str, list[list[int]]] = field(default_factory=dict)  #: arm -> (N, n) answer lengths in tokens
-    rewards: dict[str, np.ndarray] = field(default_factory=dict)  #: arm -> (N, n) r(x, y)
-    rewrites: dict[str, list[str]] = field(default_factory=dict)  #: arm -> (N,) the x′ that π_F answered
-    diagnostics: dict[str, Any] = field(default_factory=dict)
+    arms: ArmRun
     verdicts: dict[tuple[str, str], list[Verdict]] = field(default_factory=dict)  #: (judge, arm) -> (N·n,)
-
-    def flat(self, arm: str) -> list[str]:
-        return [y for row in self.answers[arm] for y in row]
-
-    def flat_prompts(self) -> list[str]:
-        """(N·n,) the original prompt of every answer, in the order of :meth:`flat`."""
-        return [x for x in self.prompts for _ in range(self.n)]
-
-
-def _chunks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(i, min(n, i + size)) for i in range(0, n, size)]
 
 
 def _words(text: str) -> int:
@@ -110,8 +84,7 @@ class Evaluation:
         self.runs: list[CellRun] = []
         self.judge_usage: dict[str, dict] = {}
         self.judge_independent: dict[str, bool] = {}
-        needs_rewrites = any(a in cfg.arm_specs for a in (Arm.CLOSED_FORM.value, Arm.ALIGN_PRO.value))
-        tpl = load_rewrite_template(cfg.template) if needs_rewrites else None
+        tpl = load_rewrite_template(cfg.template) if cfg.needs_rewrites else None
         self.template_id = json.dumps([tpl.system, tpl.user, tpl.examples, tpl.strip_prefixes,
                                        tpl.max_chars_ratio]) if tpl else ""
 
@@ -137,96 +110,69 @@ class Evaluation:
     def bar(self, desc: str, total: int):
         return tqdm(total=total, desc=desc, unit="prompt", disable=not self.cfg.progress, dynamic_ncols=True)
 
-    def _answer_arm(self, run: CellRun, arm: str, target: CachedTarget, to_answer: list[str], seed: int,
-                    bar) -> None:
-        """Fresh answers to ``to_answer`` (x or x′), scored against the original x, stored under ``arm``."""
-        n, reward = self.cfg.answers_per_prompt, self.reward()
-        texts, tokens, scores = [], [], []
-        for a, b in _chunks(len(to_answer), max(1, self.cfg.batch_size // n)):
-            rows = target.bound(run.systems[a:b], run.prompts[a:b]).answer(to_answer[a:b], n=n, seed=seed)
-            t = [[ans.text for ans in row] for row in rows]
-            s = reward.score([x for x in run.prompts[a:b] for _ in range(n)], [y for row in t for y in row])
-            texts.extend(t)
-            tokens.extend([[ans.n_tokens for ans in row] for row in rows])
-            scores.extend(np.asarray(s, dtype=float).reshape(b - a, n).tolist())
-            bar.update(b - a)
-        run.answers[arm], run.tokens[arm], run.rewards[arm] = texts, tokens, np.asarray(scores)
+    def runs_with(self, *arms: Arm) -> list[CellRun]:
+        return self.runs if any(a.value in self.plan.arms for a in arms) else []
 
-    # ---------------------------------------------------------------- stages
-    def stage_no_ft(self) -> None:
-        with self.bar("no_ft: π_F answers x", sum(len(r.prompts) for r in self.runs)) as bar:
-            for run in self.runs:
-                c = run.cell
-                self.pool.retain({("target", c.target), ("reward", self.cfg.reward)})
-                self._answer_arm(run, BASELINE, self.target(c.target, "no_ft"), run.prompts,
-                                 c.seed + SEED_OFFSET["no_ft"], bar)
+    def stage(self, desc: str, runs: list[CellRun], step) -> None:
+        """``step(run, bar.update)`` on each cell's run, under one progress bar (none when no cell needs it)."""
+        if not runs:
+            return
+        with self.bar(desc, sum(len(r.arms.prompts) for r in runs)) as bar:
+            for run in runs:
+                step(run, bar.update)
 
-    def stage_closed_form(self) -> None:
-        cfg = self.cfg
-        c_count = cfg.k + (1 if cfg.identity_prior > 0 else 0)
-        chunk = max(1, cfg.batch_size // (c_count * cfg.m))
-        with self.bar("align_pro_closed_form: K rewrites, M answers each → R̂", sum(len(r.prompts) for r in self.runs)
-                      ) as bar:
-            for run in self.runs:
-                c = run.cell
-                self.pool.retain({("prompter", c.prompter), ("target", c.target), ("reward", cfg.reward)})
-                prompter, target, reward = self.prompter(c.prompter), self.target(c.target, "rhat"), self.reward()
-                rollouts = []
-                for a, b in _chunks(len(run.prompts), chunk):
-                    # composed_rollout asks π_F for the N·C candidates in prompt order: bind their x and system
-                    systems = [s for s in run.systems[a:b] for _ in range(c_count)]
-                    origins = [x for x in run.prompts[a:b] for _ in range(c_count)]
-                    rollouts.append(composed_rollout(run.prompts[a:b], prompter, target.bound(systems, origins), reward,
-                                                     k=cfg.k, m=cfg.m, identity_prior=cfg.identity_prior,
-                                                     seed=c.seed + SEED_OFFSET["rollout"]))
-                    bar.update(b - a)
-                candidates = [x for r in rollouts for x in r.candidates]  # (N, C)
-                r_hat = np.concatenate([r.r_hat for r in rollouts])  # (N, C)
-                log_prior = rollouts[0].log_prior  # (C,)
-                w = optimal_prompter_weights(r_hat, log_prior, cfg.lam)  # (N, C) ρ*(x′|x), eq (10)
-                rng = np.random.default_rng([c.seed, int(hashlib.sha256(c.id.encode()).hexdigest()[:8], 16)])
-                idx = sample_candidates(w, rng)  # (N,)
-                run.rewrites[Arm.CLOSED_FORM.value] = [candidates[i][j] for i, j in enumerate(idx)]
-                sets = [s for r in rollouts for s in r.rewrite_sets]
-                n_rw = sum(len(s.rewrites) for s in sets)
-                run.diagnostics[Arm.CLOSED_FORM.value] = {
-                    "kl_rho_star_to_rho_sft": float(kl_to_prior(w, log_prior).mean()),
-                    "chose_original_fraction": float((idx == 0).mean()) if cfg.identity_prior > 0 else 0.0,
-                    "rewrites_parsed_fraction": sum(rw.parsed for s in sets for rw in s.rewrites) / max(1, n_rw),
-                    "selection_biased_r_hat_of_chosen": float(r_hat[np.arange(len(idx)), idx].mean()),
-                    "selection_biased_note": "mean R̂ of the chosen x′ on the answers that chose them: biased upward "
-                                             "(best-of-K), NOT a result; the arm's reward uses fresh answers",
-                }
-        with self.bar("align_pro_closed_form: fresh answers to x′", sum(len(r.prompts) for r in self.runs)) as bar:
-            for run in self.runs:
-                c = run.cell
-                self.pool.retain({("target", c.target), ("reward", cfg.reward)})
-                self._answer_arm(run, Arm.CLOSED_FORM.value, self.target(c.target, "fresh/align_pro_closed_form"),
-                                 run.rewrites[Arm.CLOSED_FORM.value], c.seed + SEED_OFFSET["fresh_closed_form"], bar)
+    # ---------------------------------------------------------------- stages (alignpro.arms on cached backends)
+    def answer_with_target(self, arm: Arm, shown):
+        """A stage step: fresh π_F answers for ``arm`` to ``shown(run)`` (x, or the arm's x′)."""
 
-    def stage_align_pro(self) -> None:
-        arm = Arm.ALIGN_PRO.value
-        with self.bar("align_pro: trained ρ rewrites x once, π_F answers", sum(len(r.prompts) for r in self.runs)
-                      ) as bar:
-            for run in self.runs:
-                c, ckpt = run.cell, run.cell.checkpoint(arm)
-                self.pool.retain({("prompter", ckpt), ("target", c.target), ("reward", self.cfg.reward)})
-                sets = self.prompter(ckpt).rewrite(run.prompts, 1, seed=c.seed + SEED_OFFSET["align_pro_rewrite"])
-                run.rewrites[arm] = [s.rewrites[0].text for s in sets]
-                run.diagnostics[arm] = {"checkpoint": ckpt, "rewrites_parsed_fraction":
-                                        float(np.mean([s.rewrites[0].parsed for s in sets]))}
-                self._answer_arm(run, arm, self.target(c.target, "fresh/align_pro"), run.rewrites[arm],
-                                 c.seed + SEED_OFFSET["align_pro"], bar)
+        def step(run: CellRun, progress) -> None:
+            c = run.cell
+            self.pool.retain({("target", c.target), ("reward", self.cfg.reward)})
+            stage = "no_ft" if arm is Arm.NO_FT else f"fresh/{arm.value}"
+            answer_arm(run.arms, arm, self.target(c.target, stage), self.reward(), shown(run), progress)
 
-    def stage_oracle(self) -> None:
-        arm = Arm.ORACLE.value
-        with self.bar("oracle: RLHF-tuned target answers x", sum(len(r.prompts) for r in self.runs)) as bar:
-            for run in self.runs:
-                ckpt = run.cell.checkpoint(arm)
-                self.pool.retain({("target", ckpt), ("reward", self.cfg.reward)})
-                run.diagnostics[arm] = {"checkpoint": ckpt}
-                self._answer_arm(run, arm, self.target(ckpt, "oracle"), run.prompts,
-                                 run.cell.seed + SEED_OFFSET["oracle"], bar)
+        return step
+
+    def propose(self, arm: Arm):
+        """A stage step: R̂ from the arm's proposal (ρ_sft, or the trained prompter), ρ* and the x′ drawn."""
+
+        def step(run: CellRun, progress) -> None:
+            c = run.cell
+            spec = c.prompter if arm is Arm.CLOSED_FORM else c.checkpoint(arm.value)
+            self.pool.retain({("prompter", spec), ("target", c.target), ("reward", self.cfg.reward)})
+            propose_closed_form(run.arms, arm, self.prompter(spec), self.target(c.target, "rhat"), self.reward(),
+                                self.cfg.closed_form, progress)
+
+        return step
+
+    def rewrite_trained(self, run: CellRun, progress) -> None:
+        ckpt = run.cell.checkpoint(Arm.ALIGN_PRO.value)
+        self.pool.retain({("prompter", ckpt)})
+        run.arms.rewrites[Arm.ALIGN_PRO.value] = rewrite_once(run.arms, self.prompter(ckpt), progress)
+        run.arms.diagnostics[Arm.ALIGN_PRO.value]["checkpoint"] = ckpt
+
+    def answer_oracle(self, run: CellRun, progress) -> None:
+        ckpt = run.cell.checkpoint(Arm.ORACLE.value)
+        self.pool.retain({("target", ckpt), ("reward", self.cfg.reward)})
+        run.arms.diagnostics[Arm.ORACLE.value] = {"checkpoint": ckpt}
+        answer_oracle(run.arms, self.target(ckpt, "oracle"), self.reward(), progress)
+
+    def stage_arms(self) -> None:
+        """Every arm of every cell, in the order of :mod:`alignpro.arms`."""
+        cf, ro, cft = Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY, Arm.CLOSED_FORM_TRAINED
+        chosen = lambda arm: lambda run: run.arms.closed_forms[arm.value].chosen  # noqa: E731
+        self.stage("no_ft: π_F answers x", self.runs_with(Arm.NO_FT),
+                   self.answer_with_target(Arm.NO_FT, lambda run: run.arms.prompts))
+        self.stage("closed form: K rewrites, M answers each → R̂, ρ*", self.runs_with(cf, ro), self.propose(cf))
+        for arm in (cf, ro):
+            self.stage(f"{arm.value}: fresh answers to x′", self.runs_with(arm),
+                       self.answer_with_target(arm, chosen(arm)))
+        self.stage("align_pro: trained ρ rewrites x once", self.runs_with(Arm.ALIGN_PRO), self.rewrite_trained)
+        self.stage("align_pro: fresh answers to x′", self.runs_with(Arm.ALIGN_PRO),
+                   self.answer_with_target(Arm.ALIGN_PRO, lambda run: run.arms.rewrites[Arm.ALIGN_PRO.value]))
+        self.stage(f"{cft.value}: K trained rewrites, M answers each → R̂, ρ*", self.runs_with(cft), self.propose(cft))
+        self.stage(f"{cft.value}: fresh answers to x′", self.runs_with(cft), self.answer_with_target(cft, chosen(cft)))
+        self.stage("oracle: RLHF-tuned target answers x", self.runs_with(Arm.ORACLE), self.answer_oracle)
 
     def make_judge(self, spec: JudgeSpec) -> tuple[PairwiseJudge, set]:
         """The judge for a JudgeSpec, and the pool entries it needs."""
@@ -255,14 +201,14 @@ class Evaluation:
         for spec in self.cfg.judge_specs:
             judge, needs = self.make_judge(spec)
             self.judge_independent[judge.name] = judge.independent
-            total = sum(len(r.prompts) for r in self.runs) * len(arms)
+            total = sum(len(r.arms.prompts) for r in self.runs) * len(arms)
             with self.bar(f"judge {judge.name}: {', '.join(arms)} vs {BASELINE}, both orders", total) as bar:
                 for run in self.runs:
                     self.pool.retain(needs)
-                    n, prompts, base = run.n, run.flat_prompts(), run.flat(BASELINE)
+                    n, prompts, base = run.arms.n, run.arms.flat_prompts(), run.arms.flat(BASELINE)
                     for arm in arms:
-                        answers, verdicts = run.flat(arm), []
-                        for a, b in _chunks(len(run.prompts), max(1, self.cfg.batch_size // n)):
+                        answers, verdicts = run.arms.flat(arm), []
+                        for a, b in chunk_bounds(len(run.arms.prompts), run.arms.chunk):
                             lo, hi = a * n, b * n
                             verdicts += judge.judge(prompts[lo:hi], answers[lo:hi], base[lo:hi])
                             bar.update(b - a)
@@ -284,17 +230,10 @@ class Evaluation:
             print(f"alignpro evaluate: skipping arm '{arm}': {why} (skip_missing_checkpoints)")
         for cell in self.plan.cells:
             records = self.plan.prompts[cell.dataset]
-            self.runs.append(CellRun(cell, [r.text for r in records], [r.system for r in records],
-                                     cfg.answers_per_prompt))
+            self.runs.append(CellRun(cell, ArmRun([r.text for r in records], [r.system for r in records],
+                                                  n=cfg.answers_per_prompt, seed=cell.seed, batch_size=cfg.batch_size)))
         try:
-            if BASELINE in self.plan.arms:
-                self.stage_no_ft()
-            if Arm.CLOSED_FORM.value in self.plan.arms:
-                self.stage_closed_form()
-            if Arm.ALIGN_PRO.value in self.plan.arms:
-                self.stage_align_pro()
-            if Arm.ORACLE.value in self.plan.arms:
-                self.stage_oracle()
+            self.stage_arms()
             self.stage_judges()
             metrics = self.metrics(time.perf_counter() - t0)
         finally:
@@ -310,24 +249,24 @@ class Evaluation:
         cfg = self.cfg
         cells, outcomes, examples = [], {}, []
         for run in self.runs:
-            c = run.cell
+            c, r = run.cell, run.arms
             arms = {}
             for arm in self.plan.arms:
-                st = arm_stats(run.rewards[arm].ravel()).to_dict()
-                st["mean_answer_words"] = float(np.mean([_words(y) for y in run.flat(arm)]))
-                st["mean_answer_tokens"] = float(np.mean([t for row in run.tokens[arm] for t in row]))
+                st = arm_stats(r.rewards[arm].ravel()).to_dict()
+                st["mean_answer_words"] = float(np.mean([_words(y) for y in r.flat(arm)]))
+                st["mean_answer_tokens"] = float(np.mean([t for row in r.tokens[arm] for t in row]))
                 arms[arm] = st
             win_rates = []
             for (judge, arm), verdicts in run.verdicts.items():
                 out = [v.outcome for v in verdicts]
                 outcomes[(c.pair, c.dataset, c.seed, arm, judge)] = out
                 wr = win_rate_from_outcomes(out, arm=arm, baseline=BASELINE, judge=judge).to_dict()
-                wr.update(_judge_extras(verdicts, run.flat(arm), run.flat(BASELINE)))
+                wr.update(_judge_extras(verdicts, r.flat(arm), r.flat(BASELINE)))
                 wr["judge_independent"] = self.judge_independent[judge]
                 win_rates.append(wr)
             cells.append({"pair": c.pair, "prompter": c.prompter, "target": c.target, "dataset": c.dataset,
-                          "seed": c.seed, "n_prompts": len(run.prompts), "arms": arms, "win_rates": win_rates,
-                          "diagnostics": run.diagnostics})
+                          "seed": c.seed, "n_prompts": len(r.prompts), "arms": arms, "win_rates": win_rates,
+                          "diagnostics": {a: r.diagnostics[a] for a in self.plan.arms if a in r.diagnostics}})
             if c.seed == cfg.seeds[0]:
                 examples.extend(_examples(run, cfg))
         return {
@@ -353,9 +292,9 @@ class Evaluation:
         rows = []
         for run in self.runs:
             c = run.cell
-            prompts = run.flat_prompts()
+            prompts = run.arms.flat_prompts()
             for (judge, arm), verdicts in run.verdicts.items():
-                a, b = run.flat(arm), run.flat(BASELINE)
+                a, b = run.arms.flat(arm), run.arms.flat(BASELINE)
                 for i, v in enumerate(verdicts):
                     rows.append({"pair": c.pair, "dataset": c.dataset, "seed": c.seed, "judge": judge, "arm": arm,
                                  "baseline": BASELINE, "prompt": prompts[i], "answer_arm": a[i],
@@ -381,18 +320,19 @@ def _judge_extras(verdicts: list[Verdict], arm_answers: list[str], base_answers:
 
 def _examples(run: CellRun, cfg: EvaluateConfig) -> list[dict[str, Any]]:
     """A few prompts of the cell, preferring those whose rewrite differs from x (like the paper's Appendix C)."""
-    rewritten = next((a for a in (Arm.ALIGN_PRO.value, Arm.CLOSED_FORM.value) if a in run.rewrites), None)
-    order = list(range(len(run.prompts)))
+    r, cell = run.arms, run.cell
+    rewritten = next((a for a in (Arm.ALIGN_PRO.value, Arm.CLOSED_FORM.value) if a in r.rewrites), None)
+    order = list(range(len(r.prompts)))
     if rewritten:
-        order.sort(key=lambda i: run.rewrites[rewritten][i] == run.prompts[i])
+        order.sort(key=lambda i: r.rewrites[rewritten][i] == r.prompts[i])
     out = []
     for i in order[:cfg.n_examples]:
         out.append({
-            "pair": run.cell.pair, "dataset": run.cell.dataset, "seed": run.cell.seed, "prompt": run.prompts[i],
-            "system": run.systems[i],
-            "rewrites": {arm: xs[i] for arm, xs in run.rewrites.items()},
-            "answers": {arm: ys[i][0] for arm, ys in run.answers.items()},
-            "rewards": {arm: float(r[i, 0]) for arm, r in run.rewards.items()},
+            "pair": cell.pair, "dataset": cell.dataset, "seed": cell.seed, "prompt": r.prompts[i],
+            "system": r.systems[i],
+            "rewrites": {arm: xs[i] for arm, xs in r.rewrites.items()},
+            "answers": {arm: ys[i][0] for arm, ys in r.answers.items()},
+            "rewards": {arm: float(v[i, 0]) for arm, v in r.rewards.items()},
         })
     return out
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from alignpro.backends.base import GenerationConfig
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
 from alignpro.config import setting
 from alignpro.errors import ConfigError
 from alignpro.train.advantages import Algo
@@ -70,10 +70,12 @@ class TrainConfig:
     top_k: int = setting(0, "rollout top_k (0 = off; > 0 makes the rollouts slightly off-policy)")
 
     # ---- π_F's answers (prompter role)
-    answer_max_new_tokens: int = setting(64, "max tokens of π_F's answers to the rewrites")
-    answer_temperature: float = setting(1.5, "π_F's sampling temperature (paper: 1.5)")
-    answer_top_p: float = setting(0.6, "π_F's top_p (paper: 0.6)")
-    answer_top_k: int = setting(20, "π_F's top_k (paper: 20)")
+    answer_max_new_tokens: int = setting(64, "max tokens of π_F's answers to the rewrites (overrides the answer "
+                                             f"default {PAPER_ANSWER_CONFIG.max_new_tokens}: rollouts are the cost "
+                                             "of training)")
+    answer_temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
+    answer_top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's top_p (paper: 0.6)")
+    answer_top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
 
     # ---- optimisation
     lr: float = setting(1.41e-5, "AdamW learning rate (paper: 1.41e-5, TRL's gpt2-sentiment); short CPU runs "

@@ -1,0 +1,193 @@
+"""The one arm runner (alignpro.arms) and its two callers, `alignpro demo` and `alignpro evaluate`: common random
+numbers where two arms show π_F the same x′, system prompts on every call to π_F, ρ* draws that do not depend on
+which other arms run, and the Arm definition shared by both commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignpro.arms import (FRESH_SEED, REWRITE_SEED, ROLLOUT_SEED, Arm, ArmRun, ClosedFormSettings, answer_arm,
+                           answer_oracle, propose_closed_form)
+from alignpro.backends.fake import FakePrompter, FakeReward, FakeTarget
+from alignpro.config import build_config
+from alignpro.data import PromptRecord
+from alignpro.demo import DemoConfig, run_demo
+from alignpro.evaluate.config import ARM_FORMS, EvaluateConfig
+from alignpro.evaluate.runner import Evaluation
+
+DATA = Path(__file__).parent / "data"
+
+
+class RecordingTarget(FakeTarget):
+    """The fake π_F, remembering every (prompt, system) it was asked to answer."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    def answer(self, prompts, *, n=1, seed=None, systems=None):
+        assert systems is not None and len(systems) == len(prompts), "π_F was called without the system prompts"
+        self.calls += list(zip(prompts, systems))
+        return super().answer(prompts, n=n, seed=seed, systems=systems)
+
+
+PROMPTS = ["how do I bake bread", "what is rain", "name a grey kitten", "why is the sky blue"]
+SYSTEMS = ["You are a baker.", None, "You are a cat person.", "You are a physicist."]
+
+
+def _run(**kw) -> ArmRun:
+    return ArmRun(list(PROMPTS), list(SYSTEMS), n=kw.get("n", 3), seed=kw.get("seed", 0), batch_size=4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The runner itself
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_an_arm_showing_x_gets_no_ft_answers_and_is_not_answered_again() -> None:
+    run, target, reward = _run(), RecordingTarget(), FakeReward()
+    answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
+    asked = len(target.calls)
+    shown = [PROMPTS[0], PROMPTS[1] + " Please be kind.", PROMPTS[2], PROMPTS[3] + " Thanks."]
+    answer_arm(run, Arm.CLOSED_FORM, target, reward, shown)
+    assert [p for p, _ in target.calls[asked:]] == [shown[1], shown[3]]  # only the new x′ reach π_F
+    for i in (0, 2):  # same x′ as no_ft: the very same answers and rewards (paired difference exactly 0)
+        assert run.answers[Arm.CLOSED_FORM][i] == run.answers[Arm.NO_FT][i]
+        assert np.array_equal(run.rewards[Arm.CLOSED_FORM][i], run.rewards[Arm.NO_FT][i])
+    assert run.answers[Arm.CLOSED_FORM][1] != run.answers[Arm.NO_FT][1]
+    assert run.rewards[Arm.CLOSED_FORM].shape == (4, 3) and run.rewrites[Arm.CLOSED_FORM] == shown
+    # a third arm showing an x′ another arm already showed shares that arm's answers too
+    answer_arm(run, Arm.ALIGN_PRO, target, reward, [shown[1]] * 4)
+    assert run.answers[Arm.ALIGN_PRO][1] == run.answers[Arm.CLOSED_FORM][1]
+    assert run.answers[Arm.ALIGN_PRO][0] != run.answers[Arm.NO_FT][0]  # same text, other original x
+
+
+def test_the_oracle_has_answers_of_its_own() -> None:
+    run, target, oracle, reward = _run(), RecordingTarget(), RecordingTarget(), FakeReward()
+    answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
+    answer_oracle(run, oracle, reward)
+    assert [p for p, _ in oracle.calls] == PROMPTS  # every x, although no_ft answered the same x
+    assert run.answers[Arm.ORACLE] != run.answers[Arm.NO_FT]  # another random stream
+
+
+def test_every_call_to_the_target_carries_the_system_prompts() -> None:
+    run, target = _run(), RecordingTarget()
+    answer_arm(run, Arm.NO_FT, target, FakeReward(), run.prompts)
+    propose_closed_form(run, Arm.CLOSED_FORM, FakePrompter(), target, FakeReward(),
+                        ClosedFormSettings(k=3, m=2, lam=0.5, identity_prior=0.5))
+    answer_arm(run, Arm.CLOSED_FORM, target, FakeReward(), run.closed_forms[Arm.CLOSED_FORM].chosen)
+    system_of = dict(zip(PROMPTS, SYSTEMS))
+    for prompt, system in target.calls:  # x, or a rewrite of x that starts with x (the fake prompter's suffixes)
+        origin = next((x for x in PROMPTS if prompt.startswith(x)), None)
+        if origin is not None:
+            assert system == system_of[origin], prompt
+    n_rollout = len(PROMPTS) * (3 + 1)  # K rewrites + x itself per prompt, asked once each (with M answers)
+    assert len(target.calls) >= len(PROMPTS) + n_rollout
+
+
+def test_rho_star_draws_do_not_depend_on_which_closed_form_variants_are_answered() -> None:
+    settings = ClosedFormSettings(k=3, m=1, lam=0.3, identity_prior=0.5)
+    runs = [_run(), _run()]
+    for run in runs:
+        propose_closed_form(run, Arm.CLOSED_FORM, FakePrompter(), FakeTarget(), FakeReward(), settings)
+    answer_arm(runs[1], Arm.CLOSED_FORM_REWRITES_ONLY, FakeTarget(), FakeReward(),
+               runs[1].closed_forms[Arm.CLOSED_FORM_REWRITES_ONLY].chosen)
+    for run in runs:
+        propose_closed_form(run, Arm.CLOSED_FORM_TRAINED, FakePrompter(), FakeTarget(), FakeReward(), settings)
+    for arm in (Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY, Arm.CLOSED_FORM_TRAINED):
+        assert np.array_equal(runs[0].closed_forms[arm].picked, runs[1].closed_forms[arm].picked)
+    ro = runs[0].closed_forms[Arm.CLOSED_FORM_REWRITES_ONLY]
+    assert (ro.picked >= 1).all() and ro.chose_original_fraction == 0.0  # x itself is never a candidate
+
+
+def test_one_seed_scheme_no_two_streams_share_an_offset() -> None:
+    offsets = list(FRESH_SEED.values()) + [REWRITE_SEED]
+    assert len(set(offsets)) == len(offsets) and max(offsets) < min(ROLLOUT_SEED.values())
+    assert set(FRESH_SEED) == set(Arm)  # every arm has its fresh-answer stream
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two commands on the runner
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_one_arm_definition_in_both_commands(tmp_path: Path) -> None:
+    assert ARM_FORMS == tuple(a.value + (f"=<{a.checkpoint_role} checkpoint spec>" if a.checkpoint_role else "")
+                              for a in Arm)
+    m = run_demo(build_config(DemoConfig, dict(prompter="fake", target="fake", reward="fake", n_prompts=4, k=2, m=1,
+                                               n_fresh=1, trained_prompter="fake", oracle="fake", guard_reward="",
+                                               out=str(tmp_path / "demo"))))
+    assert list(m["arms"]) == [a.value for a in Arm]  # the demo runs every arm, in the runner's order
+
+
+def test_demo_passes_the_records_system_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import alignpro.data
+
+    records = [PromptRecord(id=str(i), text=x, system=s) for i, (x, s) in enumerate(zip(PROMPTS, SYSTEMS))]
+
+    class Loaded:
+        skipped, skipped_reasons = 0, {}
+
+    Loaded.records = records
+    monkeypatch.setattr(alignpro.data, "load_prompts", lambda *a, **kw: Loaded)
+    target = RecordingTarget()
+    run_demo(build_config(DemoConfig, dict(prompter="fake", target="fake", reward="fake", k=2, m=1, n_fresh=2,
+                                           trained_prompter="fake", oracle="", guard_reward="",
+                                           out=str(tmp_path / "demo"))), target=target)
+    system_of = dict(zip(PROMPTS, SYSTEMS))
+    seen = {(p, s) for p, s in target.calls if p in system_of}
+    assert seen == set(system_of.items())  # every x reached π_F with its own system prompt, and only with it
+
+
+def _evaluation(tmp_path: Path, target: RecordingTarget | None = None, **overrides) -> Evaluation:
+    values = {"out": str(tmp_path / "run"), "prompters": ["fake"], "targets": ["fake"], "reward": "fake",
+              "datasets": [f"mine={DATA / 'prompts.jsonl'}"],
+              "dataset_options": ["mine.field=query", "mine.system_field=sys", "mine.skip_bad=true"],
+              "seeds": [0], "arms": ["no_ft", "align_pro_closed_form"], "judges": ["reward"], "k": 3, "m": 1,
+              "identity_prior": 0.8, "lam": 5.0, "answers_per_prompt": 2, "batch_size": 4, "progress": False}
+    values.update(overrides)
+    backends = {"prompter": FakePrompter, "target": lambda: target or FakeTarget(), "reward": FakeReward}
+    return Evaluation(build_config(EvaluateConfig, values), loader=lambda role, spec: backends[role]())
+
+
+def test_evaluate_shares_answers_where_the_closed_form_keeps_x(tmp_path: Path) -> None:
+    ev = _evaluation(tmp_path, datasets=["builtin:eval"], dataset_options=[], n=12, identity_prior=0.9, lam=1.0)
+    ev.run()
+    r = ev.runs[0].arms
+    cf = Arm.CLOSED_FORM.value
+    kept = [i for i, x in enumerate(r.prompts) if r.rewrites[cf][i] == x]
+    changed = [i for i in range(len(r.prompts)) if i not in kept]
+    assert kept and changed  # α = 0.9 and a soft ρ*: both occur
+    for i in kept:
+        assert r.answers[cf][i] == r.answers["no_ft"][i] and np.array_equal(r.rewards[cf][i], r.rewards["no_ft"][i])
+    assert all(r.answers[cf][i] != r.answers["no_ft"][i] for i in changed)
+
+
+def test_evaluate_passes_the_system_prompts_in_every_stage(tmp_path: Path) -> None:
+    target = RecordingTarget()
+    ev = _evaluation(tmp_path, target, arms=["no_ft", "align_pro_closed_form", "align_pro_closed_form_rewrites_only"])
+    ev.run()
+    systems = dict(zip(ev.runs[0].arms.prompts, ev.runs[0].arms.systems))
+    assert any(systems.values())
+    for prompt, system in target.calls:
+        origin = next(x for x in systems if prompt.startswith(x) or prompt == "Tell me about the weather.")
+        if prompt.startswith(origin):
+            assert system == systems[origin], prompt
+
+
+def test_evaluate_runs_every_arm_and_closed_form_draws_match_without_the_extra_arms(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    every = _evaluation(tmp_path / "every", arms=[a.value + (f"=hf:{ckpt}" if a.checkpoint_role else "") for a in Arm])
+    metrics = every.run()
+    (cell,) = metrics["cells"]
+    assert list(cell["arms"]) == [a.value for a in Arm]
+    assert {w["arm"] for w in cell["win_rates"]} == {a.value for a in Arm} - {"no_ft"}
+    assert set(cell["diagnostics"]) >= {Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY, Arm.CLOSED_FORM_TRAINED}
+    two = _evaluation(tmp_path / "two")
+    two.run()
+    cf = Arm.CLOSED_FORM.value
+    assert two.runs[0].arms.rewrites[cf] == every.runs[0].arms.rewrites[cf]
+    assert two.runs[0].arms.answers[cf] == every.runs[0].arms.answers[cf]
