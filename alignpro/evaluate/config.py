@@ -25,7 +25,7 @@ from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
 from alignpro.config import setting
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.evaluate.judge_specs import JudgeSpec, parse_judge_spec
-from alignpro.specs import DEFAULT_REWRITE_CONFIG, TARGET_ONLY_KINDS, parse_model_spec
+from alignpro.specs import DEFAULT_REWRITE_CONFIG, parse_model_spec
 
 #: the evaluation's metrics.json schema; bump when its shape changes
 SCHEMA_VERSION = 1
@@ -203,10 +203,14 @@ def _check_model_spec(spec: str) -> str | None:
 
 def _check_local_lm(spec: str) -> str | None:
     """A prompter (or local judge) must be a causal LM we hold: not an answer-only backend."""
+    from alignpro.specs import check_prompter_spec
+
     if err := _check_model_spec(spec):
         return err
-    if parse_model_spec(spec).kind in TARGET_ONLY_KINDS:
-        return f"'{spec}' can only be a target; a prompter needs a local model (smollm2, hf:<hub id or path>, fake)"
+    try:
+        check_prompter_spec(spec)
+    except AlignProError as exc:
+        return str(exc)
     return None
 
 
@@ -288,17 +292,16 @@ def _parse_dataset_options(entries: list[str], datasets: dict[str, str], problem
 
 
 def _check_reward_spec(spec: str, problems: list[str]) -> None:
-    from alignpro.rewards.mix import parse_mix
-    from alignpro.specs import check_reward_spec
+    from alignpro.specs import parse_reward_spec
 
     try:
-        check_reward_spec(spec)
+        terms = parse_reward_spec(spec)
     except AlignProError as exc:
         problems.append(str(exc))
         return
-    for term in parse_mix(spec.strip()):
-        parts = term.spec.split(":")
-        if parts[0] == "python" and importlib.util.find_spec(parts[1]) is None:
-            problems.append(f"reward '{term.spec}': module '{parts[1]}' cannot be found")
+    for term in terms:
+        module = term.ref.split(":")[0]
+        if term.kind == "python" and importlib.util.find_spec(module) is None:
+            problems.append(f"reward '{term}': module '{module}' cannot be found")
 
 

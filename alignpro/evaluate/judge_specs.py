@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from alignpro.backends.registry import LOCAL_LM_KINDS
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.specs import parse_model_spec
 
@@ -33,7 +34,7 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
             kind = parse_model_spec(model).kind
         except AlignProError as exc:
             raise ConfigError(f"judge '{s}': {exc}") from None
-        if kind not in ("smollm2", "hf"):
+        if kind not in LOCAL_LM_KINDS:
             raise ConfigError(f"judge '{s}': a local LLM judge needs a chat model (smollm2 or hf:<id or path>); "
                               "for an API use openai:<model>@<base_url>")
         return JudgeSpec("llm", model)

@@ -113,10 +113,11 @@ class PairTemplate:
               systems: Sequence[str | None]) -> tuple[list[str], list[str] | None]:
         """The rendered texts (and the second texts of a text pair) of a batch."""
         if self.kind == "chat":
+            from alignpro.backends.chat import user_turn
+
             out = []
             for x, y, s in zip(prompts, answers, systems, strict=True):
-                messages = ([{"role": "system", "content": s}] if s else []) + [
-                    {"role": "user", "content": x}, {"role": "assistant", "content": y}]
+                messages = user_turn(x, s) + [{"role": "assistant", "content": y}]
                 out.append(tokenizer.apply_chat_template(messages, tokenize=False))
             return out, None
         firsts = [f"{s}\n\n{x}" if s else x for x, s in zip(prompts, systems, strict=True)]
