@@ -3,14 +3,14 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from alignpro import assets
 
-pytestmark = pytest.mark.model
 
-
+@pytest.mark.model
 def test_two_processes_convert_once_and_both_load(tmp_path):
     code = textwrap.dedent(f"""
         import os
@@ -37,26 +37,65 @@ def test_two_processes_convert_once_and_both_load(tmp_path):
     assert getattr(model, "hf_quantizer", None) is None  # trainable and savable
 
 
-def test_half_written_folder_is_never_used(tmp_path, monkeypatch, smollm2_path):
-    target = tmp_path / "models" / assets.SMOLLM2_NAME
-    target.mkdir(parents=True)
-    (target / "config.json").write_text("{}")  # a crash left this behind, without the completion marker
-    assert not assets.is_complete(target)
-    calls = []
+class _FakeTransformers:
+    """transformers' two loaders, writing tiny files instead of dequantising the real GGUF (~30 s)."""
 
-    def fake_convert_inner(gguf, tgt):  # a real conversion is covered above; here only the marker logic
-        calls.append(tgt)
-        return tgt
+    def __init__(self, fail: bool = False) -> None:
+        self.loads, self.fail = 0, fail
 
+    def model(self, *args, **kwargs):
+        self.loads += 1
+        fake = self
+
+        class Model:
+            hf_quantizer = None
+
+            def save_pretrained(self, folder, safe_serialization=True):
+                if fake.fail:
+                    raise RuntimeError("disk full")
+                (Path(folder) / "model.safetensors").write_text("weights")
+
+        return Model()
+
+    def tokenizer(self, *args, **kwargs):
+        class Tokenizer:
+            def save_pretrained(self, folder):
+                (Path(folder) / "tokenizer.json").write_text("{}")
+
+        return Tokenizer()
+
+    def install(self, monkeypatch) -> None:
+        import transformers
+
+        monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", self.model)
+        monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", self.tokenizer)
+
+
+def test_half_written_folder_is_replaced_and_a_complete_one_is_reused(tmp_path, monkeypatch):
+    """A crash leaves a folder without the completion marker: the next use converts again and replaces it whole;
+    a failed conversion leaves no marker and no temporary folder; a complete folder is used without converting."""
     monkeypatch.setenv("ALIGNPRO_HOME", str(tmp_path))
     monkeypatch.setattr(assets, "smollm2_gguf_path", lambda: tmp_path / "x.gguf")
-    monkeypatch.setattr(assets, "convert_gguf_to_folder", fake_convert_inner)
-    assets.smollm2_folder()
-    assert calls == [target]  # incomplete → it converts again
-    # and a complete folder is returned without converting
-    monkeypatch.undo()
-    (target / assets._DONE).write_text("done")
-    assert assets.convert_gguf_to_folder(tmp_path / "never-read.gguf", target) == target
+    target = tmp_path / "models" / assets.SMOLLM2_NAME
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")  # what a crash left behind
+
+    failing = _FakeTransformers(fail=True)
+    failing.install(monkeypatch)
+    with pytest.raises(RuntimeError, match="disk full"):
+        assets.smollm2_folder()
+    assert not assets.is_complete(target) and (target / "config.json").is_file()  # untouched, still unusable
+    assert not [p for p in target.parent.iterdir() if ".tmp-" in p.name]
+
+    fake = _FakeTransformers()
+    fake.install(monkeypatch)
+    assert assets.smollm2_folder() == target
+    assert fake.loads == 1 and assets.is_complete(target)
+    assert sorted(p.name for p in target.iterdir()) == sorted([assets._DONE, "model.safetensors", "tokenizer.json"])
+    assert not [p for p in target.parent.iterdir() if ".tmp-" in p.name]
+
+    assert assets.smollm2_folder() == target  # complete: returned as it is
+    assert fake.loads == 1
 
 
 def test_missing_wheel_is_a_clear_error(monkeypatch):

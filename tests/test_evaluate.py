@@ -307,6 +307,13 @@ def test_missing_checkpoints_can_be_skipped_with_a_notice(tmp_path: Path, capsys
     assert "*Arm `align_pro` was skipped" in (tmp_path / "run" / "table.md").read_text()
 
 
+def assert_answers_sampled_as_in_the_paper(cfg: EvaluateConfig) -> None:
+    """The generation config the grid hands its targets samples as the paper's (any answer length)."""
+    from alignpro.backends.base import PAPER_ANSWER_CONFIG
+
+    assert cfg.answer_gen == PAPER_ANSWER_CONFIG.with_(max_new_tokens=cfg.answer_max_new_tokens)
+
+
 def test_shipped_eval_quick_config_is_valid_and_small() -> None:
     cfg = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "eval-quick.yaml"))
     assert cfg.datasets == ["builtin:eval"] and cfg.n <= 8 and cfg.seeds == [0]
@@ -314,7 +321,7 @@ def test_shipped_eval_quick_config_is_valid_and_small() -> None:
     assert cfg.arm_specs["align_pro"] == "hf:runs/train/final" and cfg.skip_missing_checkpoints  # when trained
     assert cfg.judges == ["reward", "llm:smollm2"]
     assert cfg.answer_max_new_tokens <= 48
-    assert (cfg.temperature, cfg.top_p, cfg.top_k) == (1.5, 0.6, 20)
+    assert_answers_sampled_as_in_the_paper(cfg)
 
 
 def test_shipped_paper_grid_config_parses_without_loading_models() -> None:
@@ -327,7 +334,7 @@ def test_shipped_paper_grid_config_parses_without_loading_models() -> None:
     (judge,) = [j for j in cfg.judge_specs if j.kind == "openai"]
     assert (judge.model, judge.base_url) == ("gpt-4o", "https://api.openai.com/v1")
     assert cfg.judge_api_key_env == "OPENAI_API_KEY"
-    assert (cfg.temperature, cfg.top_p, cfg.top_k) == (1.5, 0.6, 20)
+    assert_answers_sampled_as_in_the_paper(cfg)
 
 
 def test_paper_grid_preflight_on_local_copies_of_the_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

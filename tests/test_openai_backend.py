@@ -269,6 +269,22 @@ def test_cli_answer_with_an_openai_target(fake: FakeOpenAIServer, capsys: pytest
     assert last_user_text(fake.requests[-1]) == out["rewrite"]
 
 
-def test_options_defaults_are_the_documented_ones() -> None:
-    o = OpenAIOptions()
-    assert (o.key_env, o.no_key, o.concurrency, o.cache) == ("OPENAI_API_KEY", False, 8, "auto")
+def test_options_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/deployment.md's option table lists every option, and its defaults, read by the spec parser, are the
+    defaults; a spec without options reads the key from the documented variable."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
+    table = doc.split("### `openai:` options", 1)[1].split("\n\n", 3)[2]  # the paragraph that is the table
+    documented: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        names, default = row.split("|")[1:3]
+        documented.update(zip(re.findall(r"`([^`]+)`", names), re.findall(r"`([^`]+)`", default), strict=True))
+    assert set(documented) == {f.name for f in dataclasses.fields(OpenAIOptions)}
+    _, _, parsed = parse_openai_ref("m@http://127.0.0.1:9/v1?" + "&".join(f"{k}={v}" for k, v in documented.items()))
+    assert parsed == OpenAIOptions()
+    monkeypatch.delenv(documented["key_env"], raising=False)
+    with pytest.raises(AlignProError, match=documented["key_env"]):
+        make_target("openai:m@http://127.0.0.1:9/v1")

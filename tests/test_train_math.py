@@ -9,8 +9,7 @@ import torch
 
 from alignpro.config import build_config
 from alignpro.errors import ConfigError
-from alignpro.train.advantages import (Algo, estimate_grpo, estimate_ppo, estimate_rloo, gae, grpo,
-                                       kl_shaped_token_rewards, rloo)
+from alignpro.train.advantages import Algo, estimate_ppo, gae, grpo, kl_shaped_token_rewards, rloo
 from alignpro.train.checkpoint import (append_jsonl, begin_checkpoint, finish_checkpoint, latest_checkpoint,
                                        prune_checkpoints, read_jsonl, truncate_jsonl)
 from alignpro.train.config import TrainConfig
@@ -101,21 +100,34 @@ def test_zero_kl_coef_is_pure_reward_maximisation():
     assert c.value == 0.0
 
 
-def test_estimators_by_enum_have_one_signature():
-    scores, kl, mask = t([1.0, 0.0, 0.5, 0.5]), torch.zeros(4, 3), torch.ones(4, 3)
-    values = torch.zeros(4, 3)
-    kw = dict(kl_coef=0.1, group_size=2, gamma=1.0, lam=0.95)
-    assert Algo("ppo").estimate is estimate_ppo and Algo("rloo").estimate is estimate_rloo
-    assert Algo("grpo").estimate is estimate_grpo
+def test_each_algo_estimates_its_own_advantages_and_penalises_the_kl_in_one_place():
+    """Through the enum, by hand: 2 prompts × K=2, 3 tokens; rollout 0 has k1 = 1 on each token, λ = 0.5."""
+    scores, mask = t([1.0, 0.0, 0.5, 0.5]), torch.ones(4, 3)
+    kl = torch.zeros(4, 3)
+    kl[0] = 1.0  # Σ_t k1 = 3 → a sequence penalty of 1.5 where the KL is a reward term
+    kw = dict(kl_coef=0.5, group_size=2, gamma=1.0, lam=1.0, whiten=False)
+    # rloo: seq reward r − λ·Σk1 = [−0.5, 0, 0.5, 0.5], leave-one-out within each prompt, on every token
+    rl = Algo("rloo").estimate(scores, kl, mask, None, **kw)
+    assert torch.allclose(rl.advantages, t([-0.5, 0.5, 0.0, 0.0]).unsqueeze(1).expand(4, 3))
+    # grpo: the KL is not in the reward: (r − mean) / std over [1, 0] = ±1/√2, on every token
+    gr = Algo("grpo").estimate(scores, kl, mask, None, **kw)
+    assert torch.allclose(gr.advantages[:, 0], t([0.5 ** 0.5, -(0.5 ** 0.5), 0.0, 0.0]), atol=1e-3)
+    # ppo (V = 0, γ = λ_GAE = 1, not whitened): A_t = Σ_{t'≥t} r_t', r_t = −0.5·k1_t plus r(x, y) on the last token
+    pp = Algo("ppo").estimate(scores, kl, mask, torch.zeros(4, 3), **kw)
+    assert torch.allclose(pp.advantages[0], t([-0.5, 0.0, 0.5])) and torch.allclose(pp.advantages[1], t([0.0] * 3))
+    assert torch.allclose(pp.returns, pp.advantages)
     with pytest.raises(ValueError, match="eq \\(10\\)"):  # distill weights its samples by eq (10) instead
         Algo.DISTILL.estimate  # noqa: B018
     for algo in (a for a in Algo if a is not Algo.DISTILL):
+        values = torch.full((4, 3), 0.25)
+        if algo.uses_critic:  # the loop builds a value head exactly when the estimator needs its values
+            with pytest.raises(ValueError, match="value"):
+                algo.estimate(scores, kl, mask, None, **kw)
         est = algo.estimate(scores, kl, mask, values if algo.uses_critic else None, **kw)
-        assert est.advantages.shape == (4, 3) and torch.isfinite(est.advantages).all()
         assert (est.returns is not None) == algo.uses_critic
-    rl = estimate_rloo(scores, kl + 1.0, mask, None, **kw)  # seq reward = score − 0.1·3
-    assert torch.allclose(rl.advantages[:, 0], t([1.0, -1.0, 0.0, 0.0]))
-    assert Algo.GRPO.kl_in_loss and not Algo.RLOO.kl_in_loss
+        # the KL is penalised once: in the loss (kl_in_loss) or in the advantages, never both, never neither
+        no_kl = algo.estimate(scores, torch.zeros(4, 3), mask, values if algo.uses_critic else None, **kw)
+        assert torch.equal(est.advantages, no_kl.advantages) == algo.kl_in_loss, algo
 
 
 def test_clipped_losses_by_hand():

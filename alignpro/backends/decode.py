@@ -14,6 +14,11 @@ than half of a decode step. Here:
   padding sits changes (between the shared prefix and each row's suffix instead of on the left);
 - the log-prob of each sampled token at temperature 1 is one gather and one logsumexp, not a (B, T, V) logit
   store.
+
+transformers internals used here (``DynamicCache.reorder_cache``, ``DynamicCache.batch_select_indices``, the
+``cache``/``past_key_values`` argument picked by :func:`cache_kwarg`) were run with transformers 5.17.0 and
+5.24.0; pyproject.toml pins ``transformers>=5.17,<5.25`` for that reason. Widen it only after
+tests/test_decode.py and tests/test_shared_prefix.py pass on the new release.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ for warm words. Everything is a pure function of (seed, inputs).
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from typing import Sequence
 
@@ -83,8 +82,3 @@ class FakeReward:
             warm = min(1.0, sum(w in WARM_WORDS for w in yw) / 2)
             scores.append(0.5 * overlap + 0.5 * warm)
         return scores
-
-
-def fake_logprob_table(n: int) -> list[float]:
-    """Uniform log-probs over n items (handy in tests)."""
-    return [-math.log(n)] * n

@@ -191,11 +191,6 @@ QUANTITIES: dict[str, str] = {
 # Teacher-forced log-probs under a causal LM
 # ---------------------------------------------------------------------------------------------------------------
 
-def _stop_token_ids(lm) -> list[int]:
-    """The token ids at which ``HFCausalLM.sample`` cuts a continuation (EOS, pad, the generation config's EOS)."""
-    return sorted(lm._eos_ids())
-
-
 def response_token_logprobs(lm, prompt_messages_list: Sequence[list[dict[str, str]]],
                             response_token_ids_list: Sequence[Sequence[int]],
                             ended: Sequence[bool] | None = None) -> list[np.ndarray]:
@@ -217,7 +212,7 @@ def response_token_logprobs(lm, prompt_messages_list: Sequence[list[dict[str, st
     tok = lm.tokenizer
     prompt_ids = [tok(lm.chat_prompt(m), add_special_tokens=False)["input_ids"] for m in prompt_messages_list]
     responses = [list(map(int, r)) for r in response_token_ids_list]
-    stop_ids = torch.tensor(_stop_token_ids(lm), device=lm.device)
+    stop_ids = torch.tensor(sorted(lm.stop_ids()), device=lm.device)  # where HFCausalLM.sample stops
     order = sorted(range(n), key=lambda i: len(prompt_ids[i]) + len(responses[i]))
     out: list[np.ndarray] = [np.zeros(0)] * n
     for start in range(0, n, lm.batch_size):

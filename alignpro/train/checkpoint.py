@@ -1,5 +1,15 @@
 """Crash-safe run-folder files: atomic checkpoints, fsync'd JSONL logs, and their repair on resume.
 
+:func:`save_checkpoint` / :func:`restore_checkpoint` hold the training checkpoint's file list (one folder per
+saved step):
+
+    rng-rank<r>.pt         every process's python / numpy / torch (/ cuda) RNG states
+    policy.pt              the trained tensors (all weights + value head, or the LoRA adapter + value head)
+    optimizer.pt           the AdamW state
+    accelerate_state/      under DeepSpeed, in place of policy.pt and optimizer.pt (sharded; every process)
+    scheduler.pt           the learning-rate schedule
+    trainer_state.json     :class:`TrainerState`: step, time, data position, KL controller, reward baselines b(x)
+
 A checkpoint is written into ``RUN/checkpoints/step-XXXXXX.tmp-<pid>``, every file fsync'd, a ``COMPLETE`` marker
 written last, then the folder is renamed to ``step-XXXXXX`` (``os.replace``, atomic). Resume uses the highest
 ``step-XXXXXX`` that holds ``COMPLETE``; ``*.tmp-*`` folders are never read (and are deleted when seen).
@@ -16,11 +26,15 @@ import os
 import random
 import re
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+
+from alignpro.errors import AlignProError
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
@@ -116,6 +130,87 @@ def prune_checkpoints(run: Path, keep: int) -> None:
         for d in root.iterdir():
             if ".tmp-" in d.name and not d.name.endswith(f".tmp-{os.getpid()}"):
                 shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ training
+@dataclass
+class TrainerState:
+    """``trainer_state.json``: where a training run stands after ``step``."""
+
+    step: int = 0  #: the last completed step
+    elapsed_seconds: float = 0.0  #: training seconds of every invocation so far
+    data_position: int = 0  #: prompts drawn so far, over all processes
+    kl_controller: dict[str, Any] = field(default_factory=dict)  #: the KL controller's ``state_dict()``
+    reward_baselines: dict[str, float] | None = None  #: process 0's b(x) cache (prompter role with baseline_m)
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainerState":
+        return cls(**json.loads(text))
+
+
+def trainable_state(policy: torch.nn.Module) -> dict[str, Tensor]:
+    """The trained tensors only: all weights + value head (full fine-tuning), or the adapter + value head (LoRA)."""
+    return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(policy: torch.nn.Module, state: dict[str, Tensor]) -> None:
+    """Load :func:`trainable_state`'s tensors; an error if they are not exactly the trainable ones of ``policy``."""
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    lost = sorted(trainable - set(state))
+    if unexpected or lost:
+        raise AlignProError(f"checkpoint does not match the model: unexpected {unexpected[:5]}, missing {lost[:5]}")
+
+
+def _deepspeed(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def save_checkpoint(run: Path, state: TrainerState, *, accelerator: Any, policy: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, keep: int) -> None:
+    """Write the checkpoint of ``state.step`` atomically, then keep only the newest ``keep``. Every process calls
+    it (each saves its RNG states; DeepSpeed saves shards); process 0 writes the rest. ``policy`` is unwrapped."""
+    from accelerate.utils import broadcast_object_list
+
+    is_main, deepspeed = accelerator.is_main_process, _deepspeed(accelerator)
+    tmp = Path(broadcast_object_list([str(begin_checkpoint(run, state.step)) if is_main else ""])[0])
+    torch_save(rng_state(), tmp / f"rng-rank{accelerator.process_index}.pt")
+    if deepspeed:
+        accelerator.save_state(str(tmp / "accelerate_state"))
+    if is_main:
+        if not deepspeed:
+            torch_save(trainable_state(policy), tmp / "policy.pt")
+            torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "trainer_state.json").write_text(state.to_json())
+    accelerator.wait_for_everyone()
+    if is_main:
+        finish_checkpoint(tmp, run, state.step)
+        prune_checkpoints(run, keep)
+    accelerator.wait_for_everyone()
+
+
+def restore_checkpoint(ckpt: Path, *, accelerator: Any, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: Any) -> TrainerState:
+    """Load the checkpoint folder ``ckpt`` into the prepared ``optimizer`` and the unwrapped ``policy`` (after
+    ``accelerator.prepare``), and the scheduler and this process's RNG states; returns its :class:`TrainerState`
+    (the caller restores its KL controller and reward baselines from it)."""
+    device = accelerator.device
+    if not _deepspeed(accelerator):
+        load_trainable_state(policy, torch.load(ckpt / "policy.pt", map_location=device))
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt"))
+    state = TrainerState.from_json((ckpt / "trainer_state.json").read_text())
+    rng_file = ckpt / f"rng-rank{accelerator.process_index}.pt"
+    set_rng_state(torch.load(rng_file if rng_file.exists() else ckpt / "rng-rank0.pt", weights_only=False))
+    if _deepspeed(accelerator):  # last, as before: accelerate's own RNG states win under DeepSpeed
+        accelerator.load_state(str(ckpt / "accelerate_state"))
+    return state
 
 
 # ------------------------------------------------------------------------------------------------ RNG states

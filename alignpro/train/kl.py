@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,15 +42,11 @@ def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 class KLEstimator(enum.Enum):
-    """Which per-token estimator to use; ``.fn`` is the function."""
+    """Which KL estimator (Schulman's k1/k2/k3) a Monte-Carlo estimate uses (``alignpro theory estimate``)."""
 
     K1 = "k1"
     K2 = "k2"
     K3 = "k3"
-
-    @property
-    def fn(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return {KLEstimator.K1: k1, KLEstimator.K2: k2, KLEstimator.K3: k3}[self]
 
 
 class KLControl(enum.Enum):

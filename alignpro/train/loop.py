@@ -28,9 +28,8 @@ from torch import Tensor
 
 from alignpro.config import config_to_dict
 from alignpro.errors import AlignProError
-from alignpro.train.checkpoint import (append_jsonl, atomic_write_text, begin_checkpoint, finish_checkpoint,
-                                       latest_checkpoint, prune_checkpoints, read_jsonl, rng_state, set_rng_state,
-                                       torch_save, truncate_jsonl)
+from alignpro.train.checkpoint import (TrainerState, append_jsonl, atomic_write_text, latest_checkpoint, read_jsonl,
+                                       restore_checkpoint, save_checkpoint, truncate_jsonl)
 from alignpro.train.advantages import Algo
 from alignpro.train.config import Role, TrainConfig
 from alignpro.train.distill import distill_weights, sequence_log_ratio, weight_entropy, weighted_nll, weights_to_tensor
@@ -182,23 +181,15 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     kl_ctl = make_kl_controller(cfg.kl_control, cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-    state = {"step": 0, "elapsed_seconds": 0.0, "data_position": 0}
-    if resume_from:
-        ckpt = resume_from[1]
-        if not deepspeed:
-            load_trainable_state(policy, torch.load(ckpt / "policy.pt", map_location=device))
-            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt"))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        kl_ctl.load_state_dict(state["kl_controller"])
-        if isinstance(role, PrompterRole):
-            role.baselines.update(state.get("reward_baselines", {}))
-        rng_file = ckpt / f"rng-rank{rank}.pt"
-        set_rng_state(torch.load(rng_file if rng_file.exists() else ckpt / "rng-rank0.pt", weights_only=False))
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    if resume_from and deepspeed:
-        accelerator.load_state(str(resume_from[1] / "accelerate_state"))
     unwrapped: PolicyWithValueHead = accelerator.unwrap_model(policy)
+    state = TrainerState()
+    if resume_from:  # weights, optimizer, schedule, RNG states; then the KL controller and b(x) from trainer_state
+        state = restore_checkpoint(resume_from[1], accelerator=accelerator, policy=unwrapped, optimizer=optimizer,
+                                   scheduler=scheduler)
+        kl_ctl.load_state_dict(state.kl_controller)
+        if isinstance(role, PrompterRole):
+            role.baselines.update(state.reward_baselines or {})
     params = [p for p in policy.parameters() if p.requires_grad]
     accelerator.print(f"alignpro train: role={cfg.role.value} algo={cfg.algo.value} on {len(records)} prompts "
                       f"from {cfg.prompts}; {world} process(es) × {cfg.batch_size} prompts × K={cfg.k}; "
@@ -323,10 +314,10 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
 
         # ============================================================================== 7. log (process 0)
         seconds = time.perf_counter() - t_step
-        state = {"step": step, "elapsed_seconds": state["elapsed_seconds"] + seconds,
-                 "data_position": step * cfg.batch_size * world, "kl_controller": kl_ctl.state_dict()}
-        if isinstance(role, PrompterRole) and role.baseline_m:
-            state["reward_baselines"] = role.baselines  # process 0's b(x) cache; other processes recompute theirs
+        state = TrainerState(step, state.elapsed_seconds + seconds, data_position=step * cfg.batch_size * world,
+                             kl_controller=kl_ctl.state_dict(),  # b(x): process 0's cache; others recompute theirs
+                             reward_baselines=role.baselines if isinstance(role, PrompterRole) and role.baseline_m
+                             else None)
         local = {k: float(np.mean(v)) for k, v in upd.items()}
         local.update(entropy=float(entropy), **scored.stats, **distill_stats)
         means = {k: float(v) for k, v in zip(local, accelerator.reduce(
@@ -346,7 +337,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
                "tokens_per_s": float(all_len.sum()) / seconds,
                "rollout_seconds": t_rollout - t_step, "reward_seconds": t_reward - t_rollout,
                "update_seconds": t_update - t_reward, "seconds": seconds,
-               "elapsed_seconds": state["elapsed_seconds"]}
+               "elapsed_seconds": state.elapsed_seconds}
         if is_main:
             append_jsonl(run / METRICS, row)
             append_jsonl(run / SAMPLES, {"step": step, "prompt": batch_records[0].text, "response": texts[0],
@@ -364,21 +355,8 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         if world > 1:  # rank 0's clock decides, so every process stops after the same step
             out_of_time = bool(broadcast_object_list([out_of_time])[0])
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
-            tmp = Path(broadcast_object_list([str(begin_checkpoint(run, step)) if is_main else ""])[0])
-            torch_save(rng_state(), tmp / f"rng-rank{rank}.pt")
-            if deepspeed:
-                accelerator.save_state(str(tmp / "accelerate_state"))
-            if is_main:
-                if not deepspeed:
-                    torch_save(trainable_state(unwrapped), tmp / "policy.pt")
-                    torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
-                torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
-                (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            accelerator.wait_for_everyone()
-            if is_main:
-                finish_checkpoint(tmp, run, step)
-                prune_checkpoints(run, cfg.keep_checkpoints)
-            accelerator.wait_for_everyone()
+            save_checkpoint(run, state, accelerator=accelerator, policy=unwrapped, optimizer=optimizer,
+                            scheduler=scheduler, keep=cfg.keep_checkpoints)
         if out_of_time:
             last_step = step
             accelerator.print(f"alignpro train: time limit of {cfg.time_limit_minutes} min reached after step "
@@ -403,15 +381,3 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     accelerator.wait_for_everyone()
     return TrainResult(run, run / "final", rows, unwrapped, reference)
 
-
-def trainable_state(policy: torch.nn.Module) -> dict[str, Tensor]:
-    """The trained tensors only: all weights + value head (full fine-tuning), or the adapter + value head (LoRA)."""
-    return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(policy: torch.nn.Module, state: dict[str, Tensor]) -> None:
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
-    lost = sorted(trainable - set(state))
-    if unexpected or lost:
-        raise AlignProError(f"checkpoint does not match the model: unexpected {unexpected[:5]}, missing {lost[:5]}")

@@ -1,40 +1,14 @@
-"""``alignpro serve``: Align-Pro as an OpenAI-compatible proxy. ρ rewrites the last user message, π_F answers.
-
-    client ──/v1/chat/completions──▶ serve ──(last user message x)──▶ prompter ρ ──▶ x′
-                                       └──(conversation with x → x′)──▶ target π_F ──▶ answer ──▶ client
-
-- Endpoints: ``POST /v1/chat/completions`` (JSON or ``"stream": true`` SSE), ``GET /v1/models``, ``GET /health``.
-- Audit: every answer carries the rewrite, as the extra field ``alignpro: {"original", "rewrite", "parsed"}`` (in
-  the first chunk when streaming) and as the header ``X-AlignPro-Rewrite`` (percent-encoded UTF-8; decode with
-  ``urllib.parse.unquote``; cut at 4,000 characters, then ``X-AlignPro-Rewrite-Truncated: 1``).
-- Batching: rewrites requested by concurrent clients are collected by a :class:`MicroBatcher` (up to
-  ``max_batch`` prompts, waiting at most ``batch_wait_ms`` for more) and made in one ``prompter.rewrite`` call in a
-  worker thread. Local targets are batched the same way.
-- Targets: an ``openai:`` target receives the whole conversation (last user message replaced by x′) and every
-  request field the client sent (temperature, max_tokens, seed, tools, ...); streaming passes through. Local
-  targets (``smollm2``, ``hf:``, ``vllm:``, ``gguf:``, ``fake``) follow the Target protocol, which is single-turn:
-  they answer x′ with the conversation's system messages and this server's generation settings, and a streamed
-  answer is sent as SSE chunks once it is complete.
-- Errors, always in OpenAI's ``{"error": {"message", "type"}}`` shape: 400 malformed JSON / missing or bad
-  ``messages`` / no user message; 401 missing or wrong bearer key (when ``--api-key-env`` is set; ``/health`` is
-  open); 429 the target's budget is spent; 502 target unreachable or failing (an ``openai:`` target's own 4xx
-  answers keep their status). The server keeps serving after any of them.
-- Binds 127.0.0.1 by default; a non-loopback ``--host`` needs ``--api-key-env`` (or an explicit ``--allow-remote``).
-"""
+"""``alignpro serve``'s config, service and FastAPI app; :mod:`alignpro.serve` describes the server."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
-import json
 import os
 import time
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Generic, Literal, Sequence, TypeVar
-from urllib.parse import quote
+from typing import Any, AsyncIterator, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -43,13 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig, Prompter, Rewrite, Target
 from alignpro.config import parse_config, setting
 from alignpro.errors import AlignProError, ConfigError
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-REWRITE_HEADER = "X-AlignPro-Rewrite"
-HEADER_LIMIT = 4000  #: characters of the percent-encoded rewrite put in the header (the body has all of it)
-_HEADER_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  #: kept readable; '%', controls, non-ASCII are escaped
+from alignpro.serve.batching import MicroBatcher
+from alignpro.serve.protocol import (RequestError, completion_body, content_text, emulated_stream, error_body,
+                                     parse_chat_request, rewrite_header, sse)
 
 
 @dataclass
@@ -113,150 +83,6 @@ def read_api_key(env: str) -> str | None:
     return key
 
 
-# ---------------------------------------------------------------------------------------------- batching
-class MicroBatcher(Generic[T, R]):
-    """Collects items from concurrent requests and runs ``fn(items) -> results`` on batches, one at a time.
-
-    A batch starts with the first waiting item and takes whatever else arrives within ``wait_s`` (or is already
-    queued), up to ``max_batch`` items. ``fn`` runs in a worker thread, so the event loop keeps serving.
-    """
-
-    def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, max_batch: int, wait_s: float, name: str) -> None:
-        self.fn, self.max_batch, self.wait_s, self.name = fn, max_batch, wait_s, name
-        self.batches = 0  #: calls of ``fn`` so far
-        self.items = 0  #: items processed so far
-        self.largest = 0  #: the largest batch so far
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._worker(), name=f"batcher-{self.name}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def submit(self, item: T) -> R:
-        assert self._queue is not None, "MicroBatcher.start() was not called"
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
-        return await future
-
-    async def _worker(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.wait_s
-            while len(batch) < self.max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
-            batch = [(item, fut) for item, fut in batch if not fut.done()]  # drop requests whose client left
-            if not batch:
-                continue
-            try:
-                results = await asyncio.to_thread(self.fn, [item for item, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{self.name} returned {len(results)} results for {len(batch)} inputs")
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            else:
-                for (_, fut), res in zip(batch, results):
-                    if not fut.done():
-                        fut.set_result(res)
-            self.batches += 1
-            self.items += len(batch)
-            self.largest = max(self.largest, len(batch))
-
-    def stats(self) -> dict[str, float]:
-        return {"batches": self.batches, "items": self.items, "largest_batch": self.largest,
-                "mean_batch": round(self.items / self.batches, 3) if self.batches else 0.0}
-
-
-# ---------------------------------------------------------------------------------------------- requests
-class RequestError(Exception):
-    """An error answered to the client as ``{"error": {"message", "type"}}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.type = status, message, type_
-
-
-def content_text(content: Any) -> str | None:
-    """A message's text: a string, or the text parts of a content list; None when it is neither."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if all(isinstance(p, str) for p in parts):
-            return "\n".join(parts)  # type: ignore[arg-type]
-    return None
-
-
-def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], int, str]:
-    """(body, index of the last user message, its text) or a 400 :class:`RequestError` naming the problem."""
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError(400, f"request body must be a JSON object, got {type(body).__name__}")
-    messages = body.get("messages")
-    if messages is None:
-        raise RequestError(400, "missing required field 'messages' (a list of {role, content} objects)")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise RequestError(400, f"messages[{i}] must be an object with a string 'role'")
-    user = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    if not user:
-        raise RequestError(400, "'messages' has no message with role 'user'; Align-Pro rewrites the last one")
-    text = content_text(messages[user[-1]].get("content"))
-    if text is None:
-        raise RequestError(400, f"messages[{user[-1]}].content must be a string or a list of text parts")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise RequestError(400, f"'stream' must be true or false, got {body['stream']!r}")
-    return body, user[-1], text
-
-
-def rewrite_header(text: str) -> dict[str, str]:
-    """``X-AlignPro-Rewrite``: the rewrite percent-encoded (printable ASCII stays readable), cut if too long."""
-    whole = quote(text, safe=_HEADER_SAFE)
-    if len(whole) <= HEADER_LIMIT:
-        return {REWRITE_HEADER: whole}
-    parts, size = [], 0
-    for ch in text:  # encode character by character, so a cut never splits a character's escapes
-        enc = quote(ch, safe=_HEADER_SAFE)
-        if size + len(enc) > HEADER_LIMIT:
-            return {REWRITE_HEADER: "".join(parts), f"{REWRITE_HEADER}-Truncated": "1"}
-        parts.append(enc)
-        size += len(enc)
-    return {REWRITE_HEADER: "".join(parts)}
-
-
-def _sse(data: dict[str, Any] | str) -> bytes:
-    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-def _error_body(message: str, type_: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": None, "code": None}}
-
-
-# ---------------------------------------------------------------------------------------------- the app
 class AlignProService:
     """The serving logic, independent of HTTP: rewrite (batched), then answer (forwarded or batched)."""
 
@@ -329,8 +155,8 @@ class AlignProService:
             ans = await self.answerer.submit((audit["rewrite"], "\n\n".join(systems) or None))
         except Exception as exc:  # noqa: BLE001
             raise RequestError(502, f"target '{self.target.name}' failed: {exc}", "upstream_error") from None
-        completion = self._completion(ans.text, ans.n_tokens, audit)
-        return self._emulated_stream(completion) if stream else completion
+        completion = completion_body(self.cfg.model_name, ans.text, ans.n_tokens, audit)
+        return emulated_stream(completion) if stream else completion
 
     async def _forward(self, body: dict[str, Any], messages: list[dict[str, Any]], stream: bool,
                        audit: dict[str, Any]):
@@ -361,38 +187,15 @@ class AlignProService:
             try:
                 chunk = first.to_dict()
                 chunk["alignpro"] = audit
-                yield _sse(chunk)
+                yield sse(chunk)
                 async for item in iterator:
-                    yield _sse(item.to_dict())
-                yield _sse("[DONE]")
+                    yield sse(item.to_dict())
+                yield sse("[DONE]")
             except Exception as exc:  # noqa: BLE001 - headers are sent: report in the stream
-                yield _sse(_error_body(f"target '{self.target.name}' failed mid-stream: {exc}", "upstream_error"))
+                yield sse(error_body(f"target '{self.target.name}' failed mid-stream: {exc}", "upstream_error"))
             finally:
                 await result.close()
         return relay()
-
-    def _completion(self, text: str, n_tokens: int, audit: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": f"chatcmpl-alignpro-{uuid.uuid4().hex[:16]}", "object": "chat.completion",
-            "created": int(time.time()), "model": self.cfg.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": n_tokens, "total_tokens": n_tokens},
-            "alignpro": audit,
-        }
-
-    @staticmethod
-    async def _emulated_stream(completion: dict[str, Any]) -> AsyncIterator[bytes]:
-        base = {k: completion[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            return _sse(base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]} | extra)
-
-        yield chunk({"role": "assistant", "content": ""}, alignpro=completion["alignpro"])
-        words = completion["choices"][0]["message"]["content"].split(" ")
-        for i, w in enumerate(words):
-            yield chunk({"content": w if i == 0 else " " + w})
-        yield chunk({}, "stop")
-        yield _sse("[DONE]")
 
 
 def create_app(cfg: ServeConfig, prompter: Prompter | None, target: Target, *,
@@ -412,7 +215,7 @@ def create_app(cfg: ServeConfig, prompter: Prompter | None, target: Target, *,
     def error(status: int, message: str, type_: str) -> JSONResponse:
         service.errors[status] = service.errors.get(status, 0) + 1
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(_error_body(message, type_), status_code=status, headers=headers)
+        return JSONResponse(error_body(message, type_), status_code=status, headers=headers)
 
     def check_key(request: Request) -> JSONResponse | None:
         if api_key is None:
