@@ -85,7 +85,7 @@ def test_greedy_decode_equals_generate(lm):
     """Shared prefix + deduplicated rows + row compaction give generate's own tokens."""
     gen = GenerationConfig(max_new_tokens=10, do_sample=False)
     rows = _rows(lm, CONVS)
-    eos = lm._eos_ids()
+    eos = lm.stop_ids()
     d = decode(lm.model, rows, gen, eos_ids=eos, pad_id=lm.tokenizer.pad_token_id)
     assert plan_prefix(rows).shared  # the system prompt really is shared here
     for i, r in enumerate(rows):
@@ -101,7 +101,7 @@ def test_sampled_logprobs_match_a_plain_forward_pass(lm):
     gen = GenerationConfig(max_new_tokens=12, temperature=1.5, top_p=0.6, top_k=20)
     rows = _rows(lm, CONVS)
     torch.manual_seed(3)
-    d = decode(lm.model, rows, gen, eos_ids=lm._eos_ids(), pad_id=lm.tokenizer.pad_token_id, with_logprobs=True)
+    d = decode(lm.model, rows, gen, eos_ids=lm.stop_ids(), pad_id=lm.tokenizer.pad_token_id, with_logprobs=True)
     for i, r in enumerate(rows):
         n = int(d.lengths[i]) + int(d.ended[i])  # the EOS itself was sampled too
         new = d.ids[i, :n].tolist()

@@ -103,7 +103,6 @@ class HFCausalLM:
         """The tokens at which :meth:`sample` cuts a continuation: EOS, pad, the generation config's EOS."""
         return stop_token_ids(self.tokenizer, self.model, pad=True)
 
-    _eos_ids = stop_ids  # the name alignpro.theory.estimate calls (until it calls stop_ids)
 
 
 class HFTarget:

@@ -20,7 +20,8 @@ from alignpro.config import config_to_dict
 from alignpro.data import PromptRecord, load_prompts
 from alignpro.errors import AlignProError
 from alignpro.reward_model.config import RewardLabelConfig
-from alignpro.train.checkpoint import append_jsonl, atomic_write_text
+from alignpro.fileio import atomic_write_text
+from alignpro.train.checkpoint import append_jsonl
 from alignpro.train.loop import step_seed
 
 #: settings a resumed label run may change; everything else must match the progress record

@@ -26,7 +26,8 @@ from alignpro.reward_model.bt import bradley_terry_loss
 from alignpro.reward_model.config import RewardTrainConfig
 from alignpro.reward_model.measure import PairMeasures, measure, plot_calibration, score_pairs, score_rows
 from alignpro.reward_model.model import MODEL_FOLDER, RewardScorer
-from alignpro.train.checkpoint import (append_jsonl, atomic_write_text, begin_checkpoint, finish_checkpoint,
+from alignpro.fileio import atomic_write_text
+from alignpro.train.checkpoint import (append_jsonl, begin_checkpoint, finish_checkpoint,
                                        latest_checkpoint, prune_checkpoints, read_jsonl, rng_state, set_rng_state,
                                        torch_save, truncate_jsonl)
 from alignpro.train.loop import batch_indices

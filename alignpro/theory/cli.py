@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from alignpro.backends.registry import LOCAL_LM_KINDS
 from alignpro.config import parse_config, setting
 from alignpro.errors import ConfigError
 from alignpro.theory.tabular import TabularInstance, analyse
@@ -102,8 +103,6 @@ class SweepConfig:
             raise ConfigError(f"setting 'points' must be in [2, 10000], got {self.points}")
 
 
-#: model kinds ``estimate`` can score token sequences with (it needs the weights, not just answers)
-LOCAL_LM_KINDS = ("smollm2", "hf")
 
 
 @dataclass

@@ -35,30 +35,11 @@ import torch
 from torch import Tensor
 
 from alignpro.errors import AlignProError
+from alignpro.fileio import atomic_write_text, fsync_dir
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a fsync'd temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def torch_save(obj: Any, path: Path) -> None:

@@ -26,9 +26,11 @@ import torch
 import yaml
 from torch import Tensor
 
+from alignpro.backends.chat import stop_token_ids
 from alignpro.config import config_to_dict
 from alignpro.errors import AlignProError
-from alignpro.train.checkpoint import (TrainerState, append_jsonl, atomic_write_text, latest_checkpoint, read_jsonl,
+from alignpro.fileio import atomic_write_text
+from alignpro.train.checkpoint import (TrainerState, append_jsonl, latest_checkpoint, read_jsonl,
                                        restore_checkpoint, save_checkpoint, truncate_jsonl)
 from alignpro.train.advantages import Algo
 from alignpro.train.config import Role, TrainConfig
@@ -36,7 +38,7 @@ from alignpro.train.distill import distill_weights, sequence_log_ratio, weight_e
 from alignpro.train.kl import k1, k3, make_kl_controller
 from alignpro.train.losses import (clipped_policy_loss, clipped_value_loss, entropy_from_logits,
                                    logprobs_from_logits, masked_mean)
-from alignpro.train.policy import (PolicyWithValueHead, Reference, apply_lora, disable_dropout, eos_token_ids,
+from alignpro.train.policy import (PolicyWithValueHead, Reference, apply_lora, disable_dropout,
                                    export_final, param_checksum, sample_responses)
 
 METRICS, SAMPLES, CONFIG = "metrics.jsonl", "samples.jsonl", "config.yaml"
@@ -153,7 +155,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
             lm.enable_input_require_grads()
     policy = PolicyWithValueHead(lm, value_head=cfg.algo.uses_critic)
     disable_dropout(policy)  # rollout and update log-probs come from the same deterministic function
-    eos_ids, pad_id = eos_token_ids(tokenizer, lm), tokenizer.pad_token_id
+    eos_ids, pad_id = stop_token_ids(tokenizer, lm, pad=False), tokenizer.pad_token_id
     reward = reward or make_reward(cfg.reward, records)
     if cfg.role is Role.PROMPTER:
         target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.generation_batch_size)

@@ -7,8 +7,6 @@ Shapes: B rollouts, Q query tokens (left-padded), T response tokens (right-padde
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from torch import Tensor, nn
 from alignpro.backends.base import GenerationConfig
 from alignpro.backends.decode import MIN_SHARED_PREFIX, decode, forward_after_shared_prefix
 from alignpro.errors import AlignProError
+from alignpro.fileio import atomic_write_dir
 
 #: written next to the weights of ``RUN/final`` and ``RUN/final-adapter``: how they were trained.
 TRAIN_INFO = "alignpro-train.json"
@@ -161,14 +160,6 @@ def sample_responses(lm: nn.Module, query_ids: Tensor, query_mask: Tensor, gen: 
     return d.ids.to(query_ids.device), mask.long().to(query_ids.device)
 
 
-def eos_token_ids(tokenizer: Any, model: nn.Module) -> set[int]:
-    """Every token that ends a response: the tokenizer's EOS and the generation config's."""
-    ids = {tokenizer.eos_token_id}
-    gc_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update([gc_eos] if isinstance(gc_eos, int) else (gc_eos or []))
-    return {i for i in ids if i is not None}
-
-
 def param_checksum(module: nn.Module) -> dict[str, Any]:
     """sha256 of every parameter's bytes (in name order) and their float64 sum: equal iff bitwise identical."""
     import hashlib
@@ -190,7 +181,7 @@ def export_final(policy: PolicyWithValueHead, tokenizer: Any, run: Path, info: d
     run = Path(run)
     lm = policy.lm
     if hasattr(lm, "peft_config"):
-        _atomic_dir(run / "final-adapter", lambda d: (lm.save_pretrained(d), tokenizer.save_pretrained(d),
+        atomic_write_dir(run / "final-adapter", lambda d: (lm.save_pretrained(d), tokenizer.save_pretrained(d),
                                                       (d / TRAIN_INFO).write_text(json.dumps(info, indent=2))))
         lm = _merged_copy(lm)
 
@@ -199,7 +190,7 @@ def export_final(policy: PolicyWithValueHead, tokenizer: Any, run: Path, info: d
         tokenizer.save_pretrained(d)
         (d / TRAIN_INFO).write_text(json.dumps(info, indent=2))
 
-    return _atomic_dir(run / "final", write)
+    return atomic_write_dir(run / "final", write)
 
 
 def _merged_copy(peft_lm: nn.Module) -> nn.Module:
@@ -207,24 +198,6 @@ def _merged_copy(peft_lm: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(peft_lm).merge_and_unload()
-
-
-def _atomic_dir(final: Path, write) -> Path:
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def load_adapter(adapter_dir: str | Path, *, trainable: bool = False, device: str | None = None):

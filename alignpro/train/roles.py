@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from alignpro.backends.base import RewardModel, Target
+from alignpro.backends.chat import user_turn
 from alignpro.data import PromptRecord
 from alignpro.templates import RewriteTemplate
 
@@ -90,8 +91,7 @@ class OracleRole:
         self.chat_prompt, self.reward = chat_prompt, reward
 
     def queries(self, records: Sequence[PromptRecord]) -> list[str]:
-        return [self.chat_prompt(([{"role": "system", "content": r.system}] if r.system else [])
-                                 + [{"role": "user", "content": r.text}]) for r in records]
+        return [self.chat_prompt(user_turn(r.text, r.system)) for r in records]
 
     def score(self, records: Sequence[PromptRecord], responses: Sequence[str], seed: int) -> Scored:
         scores = np.asarray(self.reward.score([r.text for r in records], list(responses)), dtype=float)
