@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from alignpro.arms import (Arm, ArmRun, ClosedFormSettings, answer_arm, answer_oracle, propose_closed_form,
                            rewrite_once)
-from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
+from alignpro.backends.base import AnswerSettings
 from alignpro.config import config_to_dict, parse_config, setting
 from alignpro.errors import ConfigError
 from alignpro.metrics import arm_stats, reward_win_rate
@@ -44,7 +44,7 @@ SHIPPED_ADAPTERS = {"trained_prompter": ("ifeval-prompter", "configs/train-promp
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(AnswerSettings):
     """Settings of `alignpro demo` (every flag is also a YAML key)."""
 
     quick: bool = setting(False, "a ~2-minute run: 8 prompts, K=2, M=1, 2 fresh answers, ≤40-token answers, no "
@@ -61,16 +61,12 @@ class DemoConfig:
     field: str = setting("", "prompt field of a .jsonl/.csv file or dataset ('' = the source's default)")
     skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
     max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
-    n_prompts: int = setting(24, "a seeded sample of N prompts, kept in source order (0 = all; --quick uses 8)")
+    n_prompts: int = setting(24, "a seeded sample of N prompts, kept in source order (0 = all; --quick takes at most 8)")
     k: int = setting(4, "K: LM rewrites sampled from ρ_sft per prompt")
     m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
     lam: float = setting(0.1, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")
     n_fresh: int = setting(4, "fresh answers per prompt used to score each arm (the s.e. falls as 1/√n_fresh)")
-    answer_max_new_tokens: int = setting(PAPER_ANSWER_CONFIG.max_new_tokens, "max new tokens of π_F's answers")
-    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
-    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's nucleus top_p (paper: 0.6)")
-    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
     trained_prompter: str = setting(SHIPPED, "a trained prompter spec (e.g. hf:runs/distill-ifeval/final-adapter): "
                                              "adds the arm 'align_pro' (one rewrite per prompt, fresh answers of "
                                              "π_F); 'shipped' = the LoRA adapter in alignpro/adapters/"
@@ -94,7 +90,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if self.quick:
-            self.n_prompts = self.n_prompts or 8
+            self.n_prompts = min(self.n_prompts or 8, 8)  # at most 8 prompts (the default sample is 24)
             self.k, self.m, self.n_fresh = min(self.k, 2), 1, min(self.n_fresh, 2)
             self.closed_form_over_trained = False
             self.answer_max_new_tokens = min(self.answer_max_new_tokens, 40)
@@ -132,8 +128,7 @@ class DemoConfig:
                 if not Path(getattr(self, name)).is_file():
                     raise ConfigError(f"setting '{name}': no recipe file '{getattr(self, name)}' (run from the "
                                       "alignpro repository, or point it at a YAML of `alignpro train` settings)")
-        self.answer_gen = GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.temperature,
-                                           top_p=self.top_p, top_k=self.top_k)
+        self.answer_gen = self.answer_config()
 
 
 def _bar(desc: str, total: int):

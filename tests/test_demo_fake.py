@@ -48,6 +48,16 @@ def test_demo_is_deterministic(tmp_path):
     assert a["arms"] == b["arms"]
 
 
+def test_quick_is_small_whatever_the_sample_size(tmp_path):
+    """--quick: at most 8 prompts (the default sample is 24), K <= 2, M = 1, <= 2 fresh answers, <= 40 tokens."""
+    for n_prompts, expected in ((24, 8), (0, 8), (5, 5)):
+        cfg = build_config(DemoConfig, dict(quick=True, n_prompts=n_prompts, prompter="fake", target="fake",
+                                            reward="fake", trained_prompter="", oracle="", guard_reward=""))
+        assert cfg.n_prompts == expected
+        assert (cfg.k, cfg.m, cfg.n_fresh, cfg.answer_max_new_tokens) == (2, 1, 2, 40)
+    assert build_config(DemoConfig, dict(quick=True)).n_prompts == 8  # the defaults, as `alignpro demo --quick`
+
+
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ConfigError, match="identity_prior"):
         _cfg(tmp_path, identity_prior=1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence, runtime_checkable
 
+from alignpro.config import setting
 from alignpro.errors import ConfigError
 
 
@@ -43,6 +44,22 @@ class GenerationConfig:
 #: The one answer-sampling default (π_F's answers in every command): temperature 1.5, top_p 0.6, top_k 20, ≤ 128
 #: new tokens. Commands take their settings' defaults from it.
 PAPER_ANSWER_CONFIG = GenerationConfig()
+
+
+@dataclass
+class AnswerSettings:
+    """π_F's answer sampling as settings of a command (flags = YAML keys), defaulting to :data:`PAPER_ANSWER_CONFIG`:
+    the one declaration the demo's and evaluate's configs inherit."""
+
+    answer_max_new_tokens: int = setting(PAPER_ANSWER_CONFIG.max_new_tokens, "max new tokens of π_F's answers")
+    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
+    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's nucleus top_p (paper: 0.6)")
+    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
+
+    def answer_config(self) -> GenerationConfig:
+        """These settings as the :class:`GenerationConfig` of π_F's answers."""
+        return GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.temperature,
+                                top_p=self.top_p, top_k=self.top_k)
 
 
 @dataclass(frozen=True)

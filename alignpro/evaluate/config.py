@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignpro.arms import BASELINE, Arm, ClosedFormSettings
-from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
+from alignpro.backends.base import AnswerSettings
 from alignpro.config import setting
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.evaluate.judge_specs import JudgeSpec, parse_judge_spec
@@ -39,7 +39,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(AnswerSettings):
     """Settings of `alignpro evaluate`: prompter/target pairs x datasets x arms x seeds, judged pairwise."""
 
     out: str = setting("runs/evaluate", "output folder: metrics.json, table.md, fig_reward_mean.png, "
@@ -84,10 +84,6 @@ class EvaluateConfig:
     lam: float = setting(0.02, "align_pro_closed_form: λ of eq (10) (0 = argmax, inf = ρ_sft)")
     identity_prior: float = setting(0.5, "align_pro_closed_form: ρ_sft's prior mass α on keeping x unchanged")
     answers_per_prompt: int = setting(1, "fresh answers per prompt and arm that are scored and judged (paper: 1)")
-    answer_max_new_tokens: int = setting(PAPER_ANSWER_CONFIG.max_new_tokens, "max new tokens of π_F's answers")
-    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
-    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's nucleus top_p (paper: 0.6)")
-    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
     rewrite_max_new_tokens: int = setting(DEFAULT_REWRITE_CONFIG.max_new_tokens, "max new tokens of a rewrite")
     rewrite_temperature: float = setting(DEFAULT_REWRITE_CONFIG.temperature, "prompters' sampling temperature")
     batch_size: int = setting(16, "generation batch size (also the unit of work saved to the cache)")
@@ -114,8 +110,7 @@ class EvaluateConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             problems.append(f"setting 'seeds' must list distinct seeds, got {self.seeds}")
         try:
-            self.answer_gen = GenerationConfig(max_new_tokens=self.answer_max_new_tokens,
-                                               temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+            self.answer_gen = self.answer_config()
             self.rewrite_gen = DEFAULT_REWRITE_CONFIG.with_(max_new_tokens=self.rewrite_max_new_tokens,
                                                             temperature=self.rewrite_temperature)
         except ConfigError as exc:
