@@ -22,3 +22,21 @@ def builtin_reward():
     from alignpro.rewards.builtin import BuiltinReward
 
     return BuiltinReward()
+
+
+@pytest.fixture(scope="module")
+def fake_openai_server():
+    """One fake OpenAI-compatible HTTP server per test module (tests/fake_openai_server.py)."""
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_openai_server):
+    """The module's fake OpenAI-compatible server, reset to its default behaviour for this test."""
+    from tests.fake_openai_server import Behavior
+
+    fake_openai_server.reset(Behavior())
+    return fake_openai_server

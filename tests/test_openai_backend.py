@@ -26,17 +26,6 @@ from alignpro.specs import make_prompter, make_target, parse_model_spec
 FAST = "no_key=true&cache=off&backoff_s=0.01&max_backoff_s=0.05"
 
 
-@pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake: FakeOpenAIServer):
-    fake.reset(Behavior())
-
-
 def target(fake: FakeOpenAIServer, options: str = "", gen: GenerationConfig | None = None) -> OpenAITarget:
     """An ``openai:`` target on the fake; ``options`` (``a=1&b=2``) override the fast test defaults."""
     merged = dict(kv.split("=", 1) for kv in FAST.split("&"))

@@ -61,20 +61,9 @@ def _serve(target, prompter=None, *, api_key: str | None = None, **cfg) -> Runni
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake: FakeOpenAIServer):
-    fake.reset(Behavior())
-
-
-@pytest.fixture(scope="module")
-def api_serve(fake: FakeOpenAIServer):
+def api_serve(fake_openai_server: FakeOpenAIServer):
     """serve: fake prompter → ``openai:`` target on the fake server."""
-    target = make_target(f"openai:fake-model@{fake.base_url}?{FAST}")
+    target = make_target(f"openai:fake-model@{fake_openai_server.base_url}?{FAST}")
     with _serve(target, BrokenPrompter()) as server:
         yield server
 
