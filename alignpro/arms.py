@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from alignpro.backends.base import Answer, RewardModel, RewriteSet, Target
+from alignpro.config import setting
 from alignpro.method import composed_rollout, kl_to_prior, optimal_prompter_weights, sample_candidates
 
 
@@ -140,6 +141,20 @@ class ClosedFormSettings:
     m: int  #: M answers per candidate to estimate R̂(x, x′)
     lam: float  #: λ of eq (10) (0 = argmax, inf = the proposal itself)
     identity_prior: float  #: the proposal's prior mass α on keeping x unchanged
+
+
+@dataclass
+class ClosedFormConfig:
+    """The closed form's settings as settings of a command (flags = YAML keys): the one declaration the demo's and
+    evaluate's configs inherit."""
+
+    k: int = setting(4, "K: LM rewrites sampled from ρ_sft per prompt (the closed-form arms)")
+    m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
+    lam: float = setting(0.1, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
+    identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")
+
+    def closed_form_settings(self) -> ClosedFormSettings:
+        return ClosedFormSettings(k=self.k, m=self.m, lam=self.lam, identity_prior=self.identity_prior)
 
 
 @dataclass

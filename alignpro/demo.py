@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from alignpro.arms import (Arm, ArmRun, ClosedFormSettings, answer_arm, answer_oracle, propose_closed_form,
+from alignpro.arms import (Arm, ArmRun, ClosedFormConfig, answer_arm, answer_oracle, propose_closed_form,
                            rewrite_once)
 from alignpro.backends.base import AnswerSettings
 from alignpro.config import config_to_dict, parse_config, setting
@@ -44,7 +44,7 @@ SHIPPED_ADAPTERS = {"trained_prompter": ("ifeval-prompter", "configs/train-promp
 
 
 @dataclass
-class DemoConfig(AnswerSettings):
+class DemoConfig(AnswerSettings, ClosedFormConfig):
     """Settings of `alignpro demo` (every flag is also a YAML key)."""
 
     quick: bool = setting(False, "a ~2-minute run: 8 prompts, K=2, M=1, 2 fresh answers, ≤40-token answers, no "
@@ -62,10 +62,6 @@ class DemoConfig(AnswerSettings):
     skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
     max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
     n_prompts: int = setting(24, "a seeded sample of N prompts, kept in source order (0 = all; --quick takes at most 8)")
-    k: int = setting(4, "K: LM rewrites sampled from ρ_sft per prompt")
-    m: int = setting(2, "M: answers per candidate used to estimate R̂(x, x′)")
-    lam: float = setting(0.1, "λ, the prompt-tuning parameter of eq (9)/(10) (0 = argmax, inf = ρ_sft)")
-    identity_prior: float = setting(0.5, "ρ_sft's prior mass α on keeping x unchanged (0 = rewrites only)")
     n_fresh: int = setting(4, "fresh answers per prompt used to score each arm (the s.e. falls as 1/√n_fresh)")
     trained_prompter: str = setting(SHIPPED, "a trained prompter spec (e.g. hf:runs/distill-ifeval/final-adapter): "
                                              "adds the arm 'align_pro' (one rewrite per prompt, fresh answers of "
@@ -156,7 +152,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     prompter = prompter or make_prompter(cfg.prompter, cfg.template, batch_size=cfg.batch_size)
     reward = reward or make_reward(cfg.reward, records)
     run = ArmRun(prompts, [r.system for r in records], n=cfg.n_fresh, seed=cfg.seed, batch_size=cfg.batch_size)
-    settings = ClosedFormSettings(k=cfg.k, m=cfg.m, lam=cfg.lam, identity_prior=cfg.identity_prior)
+    settings = cfg.closed_form_settings()
     n = len(prompts)
 
     # ---- (1) no fine-tuning: π_F answers x --------------------------------------------------------------

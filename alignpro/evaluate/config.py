@@ -20,7 +20,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignpro.arms import BASELINE, Arm, ClosedFormSettings
+from alignpro.arms import BASELINE, Arm, ClosedFormConfig, ClosedFormSettings
 from alignpro.backends.base import AnswerSettings
 from alignpro.config import setting
 from alignpro.errors import AlignProError, ConfigError
@@ -39,7 +39,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 @dataclass
-class EvaluateConfig(AnswerSettings):
+class EvaluateConfig(AnswerSettings, ClosedFormConfig):
     """Settings of `alignpro evaluate`: prompter/target pairs x datasets x arms x seeds, judged pairwise."""
 
     out: str = setting("runs/evaluate", "output folder: metrics.json, table.md, fig_reward_mean.png, "
@@ -79,10 +79,8 @@ class EvaluateConfig(AnswerSettings):
                                      "first, as MT-Bench's GPT-4 does)")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
     template: str = setting("rewrite-default", "rewrite template of the prompters: builtin name or YAML file")
-    k: int = setting(4, "align_pro_closed_form: K rewrites sampled from ρ_sft per prompt")
-    m: int = setting(2, "align_pro_closed_form: M answers per candidate to estimate R̂(x, x′)")
-    lam: float = setting(0.02, "align_pro_closed_form: λ of eq (10) (0 = argmax, inf = ρ_sft)")
-    identity_prior: float = setting(0.5, "align_pro_closed_form: ρ_sft's prior mass α on keeping x unchanged")
+    lam: float = setting(0.02, "λ of eq (10) (0 = argmax, inf = ρ_sft); evaluate's default suits the builtin "
+                               "reward's scale (the demo's 0.1, the instruction task's)")
     answers_per_prompt: int = setting(1, "fresh answers per prompt and arm that are scored and judged (paper: 1)")
     rewrite_max_new_tokens: int = setting(DEFAULT_REWRITE_CONFIG.max_new_tokens, "max new tokens of a rewrite")
     rewrite_temperature: float = setting(DEFAULT_REWRITE_CONFIG.temperature, "prompters' sampling temperature")
@@ -151,7 +149,7 @@ class EvaluateConfig(AnswerSettings):
 
     @property
     def closed_form(self) -> ClosedFormSettings:
-        return ClosedFormSettings(k=self.k, m=self.m, lam=self.lam, identity_prior=self.identity_prior)
+        return self.closed_form_settings()
 
     @property
     def cache_path(self) -> Path:
