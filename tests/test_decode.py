@@ -110,3 +110,22 @@ def test_sampled_logprobs_match_a_plain_forward_pass(lm):
         ref = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(new).unsqueeze(1)).squeeze(1)
         torch.testing.assert_close(d.logprobs[i, :n], ref, atol=2e-4, rtol=0)
         assert torch.all(d.logprobs[i, n:] == 0)
+
+
+@pytest.mark.model
+def test_seeded_sampling_uses_its_own_generator(lm):
+    """HFCausalLM.sample(seed=s) draws from a generator of its own: the same seed gives the same answers, the
+    global RNG is left as it was, and the draws equal those of torch's global RNG seeded with s (CPU)."""
+    gen = GenerationConfig(max_new_tokens=12, temperature=1.5, top_p=0.6, top_k=20)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = lm.sample(CONVS, gen, seed=7, with_logprobs=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert lm.sample(CONVS, gen, seed=7, with_logprobs=False).token_ids == a.token_ids
+    assert lm.sample(CONVS, gen, seed=8, with_logprobs=False).token_ids != a.token_ids
+    torch.manual_seed(7)  # the generator's stream is the global one's for the same seed
+    rows = _rows(lm, [CONVS[i] for i in sorted(range(len(CONVS)), key=lambda i: len(lm.chat_prompt(CONVS[i])))])
+    d = decode(lm.model, rows, gen, eos_ids=lm.stop_ids(), pad_id=lm.tokenizer.pad_token_id)
+    order = sorted(range(len(CONVS)), key=lambda i: len(lm.chat_prompt(CONVS[i])))
+    for row, i in enumerate(order):
+        assert d.ids[row, :int(d.lengths[row])].tolist() == a.token_ids[i]

@@ -56,12 +56,13 @@ def warp_top_k_top_p(logits: Tensor, temperature: float, top_k: int | None, top_
     return vals, ids
 
 
-def sample_next(logits: Tensor, gen: GenerationConfig) -> Tensor:
-    """One token per row (B,) from raw logits (B, V) under ``gen`` (greedy when ``do_sample`` is False)."""
+def sample_next(logits: Tensor, gen: GenerationConfig, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row (B,) from raw logits (B, V) under ``gen`` (greedy when ``do_sample`` is False), drawn from
+    ``generator`` (torch's global one when None)."""
     if not gen.do_sample:
         return logits.argmax(-1)
     log_w, ids = warp_top_k_top_p(logits, gen.temperature, gen.top_k, gen.top_p)
-    choice = torch.multinomial(torch.softmax(log_w, dim=-1), 1)  # (B, 1)
+    choice = torch.multinomial(torch.softmax(log_w, dim=-1), 1, generator=generator)  # (B, 1)
     return ids.gather(1, choice).squeeze(1)
 
 
@@ -135,8 +136,10 @@ def forward_after_shared_prefix(model: torch.nn.Module, prefix: Tensor, suffix_i
 
 @torch.no_grad()
 def decode(model: torch.nn.Module, rows: Sequence[Sequence[int]], gen: GenerationConfig, *, eos_ids: set[int],
-           pad_id: int, with_logprobs: bool = False, min_shared: int = MIN_SHARED_PREFIX) -> Decoded:
-    """Sample one continuation per row of prompt token ids (unpadded), with a KV cache, in one batch."""
+           pad_id: int, with_logprobs: bool = False, min_shared: int = MIN_SHARED_PREFIX,
+           generator: torch.Generator | None = None) -> Decoded:
+    """Sample one continuation per row of prompt token ids (unpadded), with a KV cache, in one batch; the draws
+    come from ``generator`` (on the model's device; torch's global one when None)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # dropout is off in our policies anyway; eval mode also keeps use_cache on under checkpointing
@@ -168,7 +171,7 @@ def decode(model: torch.nn.Module, rows: Sequence[Sequence[int]], gen: Generatio
         live = torch.arange(B, device=device)  # rows still decoding; finished rows leave the batch (and the cache)
         T = 0
         for step in range(gen.max_new_tokens):
-            tok = sample_next(logits, gen)
+            tok = sample_next(logits, gen, generator)
             ids[live, step] = tok
             if with_logprobs:
                 lp[live, step] = token_logprob(logits, tok)

@@ -73,8 +73,8 @@ class HFCausalLM:
         ``with_logprobs=False`` leaves ``token_logprobs`` empty (the target's answers need none). ``prefill`` starts
         every assistant turn (the returned texts are what follows it).
         """
-        if seed is not None:
-            torch.manual_seed(seed)
+        # a generator of this call's own: sampling never reseeds torch's global RNG (same draws on CPU as before)
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         texts = [self.chat_prompt(c) + prefill for c in conversations]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out_text: list[str] = [""] * len(texts)
@@ -86,7 +86,8 @@ class HFCausalLM:
             idx = order[start:start + self.batch_size]
             rows = [self.tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i in idx]
             t0 = time.perf_counter()
-            d = decode(self.model, rows, gen, eos_ids=eos, pad_id=pad, with_logprobs=with_logprobs)
+            d = decode(self.model, rows, gen, eos_ids=eos, pad_id=pad, with_logprobs=with_logprobs,
+                       generator=generator)
             for row, i in enumerate(idx):
                 n = int(d.lengths[row])
                 ids = d.ids[row, :n].tolist()

@@ -212,9 +212,9 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         enc = tokenizer(role.queries(batch_records), return_tensors="pt", padding=True,
                         add_special_tokens=False).to(device)
         unwrapped.eval()
-        torch.manual_seed(step_seed(cfg.seed, step, rank, 0))
+        rollout_rng = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, rank, 0))
         response_ids, response_mask = sample_responses(unwrapped.lm, enc["input_ids"], enc["attention_mask"],
-                                                       cfg.rollout_gen, eos_ids, pad_id)  # (B, T), (B, T)
+                                                       cfg.rollout_gen, eos_ids, pad_id, rollout_rng)  # (B, T) ×2
         T = response_ids.shape[1]
         texts = [tokenizer.decode(ids[m.bool()], skip_special_tokens=True).strip()
                  for ids, m in zip(response_ids, response_mask)]
