@@ -48,21 +48,6 @@ from typing import Any, Literal
 
 from alignpro.errors import AlignProError
 
-__all__ = [
-    "BUILTIN_EVAL_FRACTION",
-    "PAPER_DATASETS",
-    "PROMPT_FILE_SUFFIXES",
-    "DatasetSpec",
-    "Instruction",
-    "LoadResult",
-    "PromptRecord",
-    "builtin_ifeval_prompts",
-    "builtin_prompts",
-    "load_hf_prompts",
-    "load_prompt_file",
-    "load_prompts",
-]
-
 PROMPT_FILE_SUFFIXES = (".jsonl", ".csv")
 """File suffixes :func:`load_prompt_file` reads (case-insensitive)."""
 
