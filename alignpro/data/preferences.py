@@ -36,13 +36,13 @@ import hashlib
 import json
 import math
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignpro.data.prompts import _BadRow, _builder_for, _data_file_list, _iter_rows, _keys, _row_id
+from alignpro.data.prompts import (LoadCounts, RowCounter, _BadRow, _builder_for, _data_file_list, _iter_rows,
+                                   _keys, _row_id)
 from alignpro.errors import AlignProError
 
 __all__ = ["PREFERENCE_DATASETS", "PairLoadResult", "PreferencePair", "load_hf_pairs", "load_pair_file",
@@ -98,28 +98,15 @@ class PreferencePair:
 
 
 @dataclass
-class PairLoadResult:
+class PairLoadResult(LoadCounts):
     """The pairs a loader kept, and what it left out."""
 
     pairs: list[PreferencePair]
     """Good pairs, in source order."""
-    skipped: int = 0
-    """Bad rows skipped (only non-zero with ``skip_bad=True``)."""
-    skipped_reasons: dict[str, int] = field(default_factory=dict)
-    """Bad rows skipped per reason."""
-    duplicates: int = 0
-    """Exact duplicate pairs dropped (Hugging Face datasets only)."""
 
     def summary(self) -> str:
         """One line for logs: ``180 pairs (skipped 2: identical=1, empty=1)``."""
-        notes = []
-        if self.skipped:
-            notes.append(f"skipped {self.skipped}: " + ", ".join(f"{k}={v}" for k, v in
-                                                                sorted(self.skipped_reasons.items())))
-        if self.duplicates:
-            notes.append(f"{self.duplicates} duplicates dropped")
-        text = f"{len(self.pairs)} pairs"
-        return f"{text} ({'; '.join(notes)})" if notes else text
+        return self.counted(f"{len(self.pairs)} pairs")
 
 
 def pair_to_row(pair: PreferencePair) -> dict[str, Any]:
@@ -267,14 +254,12 @@ def _extract(row: Mapping[str, Any]) -> tuple[str, str | None, str, str]:
     return prompt, system, chosen, rejected
 
 
-class _PairCollector:
+class _PairCollector(RowCounter):
     """Keeps good pairs; raises on the first bad row, or counts it when ``skip_bad``."""
 
     def __init__(self, skip_bad: bool) -> None:
-        self.skip_bad = skip_bad
+        super().__init__(skip_bad, "Pass --skip-bad (skip_bad=True) to skip and count bad rows instead")
         self.pairs: list[PreferencePair] = []
-        self.reasons: Counter[str] = Counter()
-        self.duplicates = 0
 
     def add(self, row: Any, where: str, *, id_fallback: str, source: str, line: int) -> PreferencePair | None:
         try:
@@ -284,17 +269,14 @@ class _PairCollector:
             prompt, system, chosen, rejected = _extract(row)
             scores = _score(row, "chosen_score"), _score(row, "rejected_score")
         except _BadRow as bad:
-            if not self.skip_bad:
-                raise AlignProError(f"{where}: {bad.problem}. Pass --skip-bad (skip_bad=True) to skip and count bad "
-                                    "rows instead") from None
-            self.reasons[bad.reason] += 1
+            self.bad(where, bad)
             return None
         return PreferencePair(id=_row_id(row, id_fallback), prompt=prompt, chosen=chosen, rejected=rejected,
                               system=system, source=source, line=line, chosen_score=scores[0],
                               rejected_score=scores[1])
 
     def result(self, what: str) -> PairLoadResult:
-        result = PairLoadResult(self.pairs, sum(self.reasons.values()), dict(self.reasons), self.duplicates)
+        result = PairLoadResult(pairs=self.pairs, **self.counts())
         if not result.pairs:
             raise AlignProError(f"{what}: no usable preference pairs ({result.summary()})")
         return result

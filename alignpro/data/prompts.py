@@ -119,22 +119,19 @@ class PromptRecord:
     """IFEval instructions the answer must follow (``instruction_id_list``/``kwargs`` of the row), or none."""
 
 
-@dataclass
-class LoadResult:
-    """The prompts a loader kept, and what it left out."""
+@dataclass(kw_only=True)
+class LoadCounts:
+    """What a loader left out (prompts here, preference pairs in :mod:`alignpro.data.preferences`)."""
 
-    records: list[PromptRecord]
-    """Good prompts, in source order."""
     skipped: int = 0
     """Bad rows skipped (only non-zero with ``skip_bad=True``)."""
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     """Bad rows skipped per reason (``empty``, ``too_long``, ...)."""
     duplicates: int = 0
-    """Exact duplicate prompts dropped (Hugging Face datasets only)."""
+    """Exact duplicates dropped (Hugging Face datasets only)."""
 
-    def summary(self) -> str:
-        """One line for logs: ``228 prompts (skipped 2: empty=1, too_long=1)``."""
-        text = f"{len(self.records)} prompts"
+    def counted(self, text: str) -> str:
+        """``text`` followed by what was left out, for logs: ``228 prompts (skipped 2: empty=1, too_long=1)``."""
         notes = []
         if self.skipped:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped_reasons.items()))
@@ -142,6 +139,18 @@ class LoadResult:
         if self.duplicates:
             notes.append(f"{self.duplicates} duplicates dropped")
         return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+@dataclass
+class LoadResult(LoadCounts):
+    """The prompts a loader kept, and what it left out."""
+
+    records: list[PromptRecord]
+    """Good prompts, in source order."""
+
+    def summary(self) -> str:
+        """One line for logs: ``228 prompts (skipped 2: empty=1, too_long=1)``."""
+        return self.counted(f"{len(self.records)} prompts")
 
 
 @dataclass(frozen=True)
@@ -250,24 +259,35 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Collector:
-    """Keeps good records; raises on the first bad row, or counts it when ``skip_bad``."""
+class RowCounter:
+    """A loader's bad rows: the first one raises (naming where it is and ``hint``), or with ``skip_bad`` each is
+    counted by reason; and the duplicates it dropped."""
 
-    def __init__(self, skip_bad: bool) -> None:
-        self.skip_bad = skip_bad
-        self.records: list[PromptRecord] = []
+    def __init__(self, skip_bad: bool, hint: str = "Pass skip_bad=True to skip and count bad rows instead") -> None:
+        self.skip_bad, self.hint = skip_bad, hint
         self.reasons: Counter[str] = Counter()
         self.duplicates = 0
 
     def bad(self, where: str, bad: _BadRow) -> None:
         if not self.skip_bad:
-            raise AlignProError(f"{where}: {bad.problem}. Pass skip_bad=True to skip and count bad rows instead"
-                                ) from None
+            raise AlignProError(f"{where}: {bad.problem}. {self.hint}") from None
         self.reasons[bad.reason] += 1
 
+    def counts(self) -> dict[str, Any]:
+        """The :class:`LoadCounts` fields."""
+        return {"skipped": sum(self.reasons.values()), "skipped_reasons": dict(self.reasons),
+                "duplicates": self.duplicates}
+
+
+class _Collector(RowCounter):
+    """Keeps good records; raises on the first bad row, or counts it when ``skip_bad``."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        super().__init__(skip_bad)
+        self.records: list[PromptRecord] = []
+
     def result(self, what: str) -> LoadResult:
-        result = LoadResult(records=self.records, skipped=sum(self.reasons.values()),
-                            skipped_reasons=dict(self.reasons), duplicates=self.duplicates)
+        result = LoadResult(records=self.records, **self.counts())
         if not result.records:
             raise AlignProError(f"{what}: no usable prompts ({result.summary()})")
         return result
