@@ -266,8 +266,10 @@ class RewardScorer:
             net: nn.Module = EncoderRewardNet(AutoModel.from_pretrained(path))
             limit = max_length or MINILM_MAX_LENGTH
         else:
+            from alignpro.backends.options import local_or_hub
+
             ref = base[3:].strip()
-            path = str(Path(ref).expanduser()) if Path(ref).expanduser().exists() else ref
+            path = local_or_hub(ref)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path)
                 net = SequenceClassifierRewardNet.load(path)
