@@ -423,6 +423,28 @@ def test_label_with_fake_target_and_reward_writes_loadable_pairs(tmp_path: Path)
         label_pairs(build_config(RewardLabelConfig, _label_values(out)))
 
 
+def test_label_with_n_answers_writes_every_untied_pair_of_them(tmp_path: Path) -> None:
+    out = tmp_path / "pairs4.jsonl"
+    counts = label_pairs(build_config(RewardLabelConfig, _label_values(out, answers_per_prompt=4, n_prompts=6)))
+    assert counts.prompts == 6 and counts.pairs + counts.ties + counts.empty_answer == 6 * 6  # C(4, 2) per prompt
+    gold = FakeReward()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == counts.pairs
+    by_prompt: dict[str, list[dict]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt"], []).append(r)
+    for prompt, prompt_rows in by_prompt.items():
+        # each prompt's rows are the pairs of its 4 answers with different gold scores, the higher one chosen
+        answers = {a for r in prompt_rows for a in (r["chosen"], r["rejected"])}
+        assert len(answers) <= 4 and len(prompt_rows) <= 6
+        for r in prompt_rows:
+            assert gold.score([prompt] * 2, [r["chosen"], r["rejected"]]) == [r["chosen_score"], r["rejected_score"]]
+            assert r["chosen_score"] > r["rejected_score"]
+    assert sum(len(v) for v in by_prompt.values()) > len(by_prompt)  # some prompt gave more than one pair
+    with pytest.raises(ConfigError, match="answers_per_prompt' must be >= 2"):
+        build_config(RewardLabelConfig, _label_values(tmp_path / "x.jsonl", answers_per_prompt=1))
+
+
 def test_label_resume_after_an_interruption_equals_a_straight_run(tmp_path: Path) -> None:
     straight = tmp_path / "straight.jsonl"
     label_pairs(build_config(RewardLabelConfig, _label_values(straight)))

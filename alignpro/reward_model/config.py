@@ -106,8 +106,8 @@ class RewardTrainConfig:
 
 @dataclass
 class RewardLabelConfig:
-    """Make preference pairs from a gold reward: π_F answers each prompt twice (the paper's sampling), the gold
-    reward picks the winner, ties are dropped and counted. Writes JSONL {prompt, chosen, rejected, chosen_score,
+    """Make preference pairs from a gold reward: π_F answers each prompt n times (the paper's sampling), the gold
+    reward picks the winner of every pair of answers, ties are dropped and counted. Writes JSONL {prompt, chosen, rejected, chosen_score,
     rejected_score} that `alignpro reward train --pairs` reads."""
 
     prompts: str = setting("builtin-ifeval:train", "prompts: builtin[-ifeval][:train|:eval] | file.jsonl | "
@@ -125,9 +125,12 @@ class RewardLabelConfig:
     temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
     top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's top_p (paper: 0.6)")
     top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
+    answers_per_prompt: int = setting(2, "π_F's answers per prompt; every pair of them with different gold scores "
+                                         "is a row (up to n(n-1)/2 per prompt)")
     tie_margin: float = setting(0.0, "a pair whose gold rewards differ by at most this is a tie (dropped, counted)")
     seed: int = setting(0, "seed of the prompt sample and of π_F's sampling")
-    batch_size: int = setting(16, "prompts per generation batch (each gets two answers); also the unit of resume")
+    batch_size: int = setting(16, "prompts per generation batch (each gets answers_per_prompt answers); also the "
+                                  "unit of resume")
     progress: bool = setting(True, "show a progress bar")
 
     def __post_init__(self) -> None:
@@ -139,6 +142,7 @@ class RewardLabelConfig:
         parse_model_spec(self.target)
         check_reward_spec(self.gold)
         _at_least(self, 1, "batch_size", "max_new_tokens")
+        _at_least(self, 2, "answers_per_prompt")
         _at_least(self, 0, "n_prompts", "top_k")
         if not (math.isfinite(self.tie_margin) and self.tie_margin >= 0):
             raise ConfigError(f"setting 'tie_margin' must be a finite number >= 0, got {self.tie_margin}")

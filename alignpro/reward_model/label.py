@@ -1,8 +1,11 @@
 """``alignpro reward label``: preference pairs from a gold reward, so reward learning runs offline.
 
-For each prompt x, π_F answers twice (y_a, y_b ~ π_F(·|x), the paper's sampling); the gold reward r* scores both
-against x; the higher one is y_w. Pairs whose gold scores differ by at most ``tie_margin`` carry no preference and
-are dropped (counted), as are pairs with an empty answer or two answers that are the same text. Prompts are
+For each prompt x, π_F answers n times (``answers_per_prompt``, default 2; y_1..y_n ~ π_F(·|x), the paper's
+sampling); the gold reward r* scores each against x; every pair (y_i, y_j), i < j, whose gold scores differ by more
+than ``tie_margin`` becomes a row, the higher one y_w. Pairs whose gold scores differ by at most ``tie_margin``
+carry no preference and are dropped (counted), as are pairs with an empty answer or two answers that are the same
+text. With n answers a prompt gives up to n(n−1)/2 pairs; they share their prompt, so ``reward train`` keeps a
+prompt's pairs on one side of its held-out split. Prompts are
 processed in chunks of ``batch_size``; after each chunk its pairs are appended (fsync'd) to the output and the
 progress record ``<out>.label.json`` is replaced atomically, so ``--resume`` continues an interrupted run exactly
 (each chunk's sampling seed depends only on the run seed and the chunk's position).
@@ -35,12 +38,12 @@ class LabelCounts:
 
     prompts: int = 0  #: prompts answered
     pairs: int = 0  #: pairs written
-    ties: int = 0  #: |r*(x, y_a) − r*(x, y_b)| ≤ tie_margin (two identical answers count here too)
+    ties: int = 0  #: pairs with |r*(x, y_i) − r*(x, y_j)| ≤ tie_margin (two identical answers count here too)
     identical: int = 0  #: of the ties: the two answers were the same text
-    empty_answer: int = 0  #: dropped: an answer was empty (a pair needs two answers)
+    empty_answer: int = 0  #: pairs dropped because an answer was empty (a pair needs two answers)
 
     def summary(self) -> str:
-        return (f"{self.pairs} pairs from {self.prompts} prompts; dropped {self.ties} ties (|Δ gold| ≤ margin; "
+        return (f"{self.pairs} pairs from {self.prompts} prompts; dropped {self.ties} tied pairs (|Δ gold| ≤ margin; "
                 f"{self.identical} of them identical answers) and {self.empty_answer} with an empty answer")
 
 
@@ -109,35 +112,39 @@ def label_pairs(cfg: RewardLabelConfig, *, target: Any = None, gold: Any = None)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("")
-    target = target or make_target(cfg.target, cfg.answer_gen, batch_size=2 * cfg.batch_size)
+    n = cfg.answers_per_prompt
+    target = target or make_target(cfg.target, cfg.answer_gen, batch_size=n * cfg.batch_size)
     gold = gold or make_reward(cfg.gold, records)
-    print(f"alignpro reward label: {loaded.summary()} from {cfg.prompts}; π_F {cfg.target} answers each twice, "
+    print(f"alignpro reward label: {loaded.summary()} from {cfg.prompts}; π_F {cfg.target} answers each {n} times, "
           f"gold {cfg.gold} picks; {'resuming after ' + str(done) + ' prompts' if done else 'new run'} -> {out}",
           flush=True)
 
-    # ============================================================ per chunk: 2 answers, gold scores, pairs
+    # ============================================================ per chunk: n answers, gold scores, pairs
     t0 = time.perf_counter()
     bar = tqdm(total=len(records), initial=done, desc="label pairs", unit="prompt", disable=not cfg.progress,
                dynamic_ncols=True)
     for start in range(done, len(records), cfg.batch_size):
         chunk = records[start:start + cfg.batch_size]
-        answers = target.answer([r.text for r in chunk], n=2, systems=[r.system for r in chunk],
-                                seed=step_seed(cfg.seed, start // cfg.batch_size, 0, _LABEL_STAGE))  # (b, 2)
-        texts = [[a.text.strip() for a in row[:2]] for row in answers]
-        flat_prompts = [r.text for r in chunk for _ in range(2)]
-        scores = gold.score(flat_prompts, [t for pair in texts for t in pair])  # (2b,)
+        answers = target.answer([r.text for r in chunk], n=n, systems=[r.system for r in chunk],
+                                seed=step_seed(cfg.seed, start // cfg.batch_size, 0, _LABEL_STAGE))  # (b, n)
+        texts = [[a.text.strip() for a in row[:n]] for row in answers]
+        flat_prompts = [r.text for r in chunk for _ in range(n)]
+        scores = gold.score(flat_prompts, [t for row in texts for t in row])  # (n·b,)
         for i, record in enumerate(chunk):
-            (y_a, y_b), (s_a, s_b) = texts[i], (float(scores[2 * i]), float(scores[2 * i + 1]))
             counts.prompts += 1
-            if not y_a or not y_b:
-                counts.empty_answer += 1
-            elif y_a == y_b or abs(s_a - s_b) <= cfg.tie_margin:
-                counts.ties += 1
-                counts.identical += y_a == y_b
-            else:
-                w, l_ = ((y_a, s_a), (y_b, s_b)) if s_a > s_b else ((y_b, s_b), (y_a, s_a))
-                append_jsonl(out, label_row(record, w[0], l_[0], w[1], l_[1], cfg))
-                counts.pairs += 1
+            scored = [(texts[i][a], float(scores[n * i + a])) for a in range(n)]
+            for a in range(n):
+                for b in range(a + 1, n):
+                    (y_a, s_a), (y_b, s_b) = scored[a], scored[b]
+                    if not y_a or not y_b:
+                        counts.empty_answer += 1
+                    elif y_a == y_b or abs(s_a - s_b) <= cfg.tie_margin:
+                        counts.ties += 1
+                        counts.identical += y_a == y_b
+                    else:
+                        w, l_ = ((y_a, s_a), (y_b, s_b)) if s_a > s_b else ((y_b, s_b), (y_a, s_a))
+                        append_jsonl(out, label_row(record, w[0], l_[0], w[1], l_[1], cfg))
+                        counts.pairs += 1
         done = start + len(chunk)
         atomic_write_text(record_file, json.dumps({"complete": False, "prompts_done": done,
                                                    "prompts_total": len(records), "counts": asdict(counts),
