@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("alignpro.serve", "an OpenAI-compatible server: prompter rewrites, target answers"),
     "reward": ("alignpro.reward_model.cli", "learn a Bradley–Terry reward model (eq 1) from preference pairs; label "
                                             "pairs with a gold reward"),
+    "overopt": ("alignpro.overopt.run", "over-optimisation of learned proxies: gold and proxy reward vs √KL for the "
+                                        "closed form, a trained prompter and the RLHF oracle"),
     "theory": ("alignpro.theory.cli", "Lemma 1, eq (7) and Theorem 1: exact tabular checks and Monte-Carlo estimates for real LLMs"),
 }
 

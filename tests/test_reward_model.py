@@ -406,6 +406,16 @@ def _label_values(out: Path, **kw) -> dict:
     return values
 
 
+def test_accuracy_stderr_clustered_by_prompt_by_hand() -> None:
+    # prompts a, a, b, c: scores 1, 1, 0, 1 (mean 3/4); cluster sums of (s − 3/4): a 1/2, b −3/4, c 1/4
+    acc = pairwise_accuracy([0.5, 2.0, -1.0, 0.1], ["a", "a", "b", "c"])
+    assert acc.prompts == 3
+    assert acc.stderr_by_prompt == pytest.approx(math.sqrt(3 / 2 * (0.25 + 0.5625 + 0.0625)) / 4)
+    one_each = pairwise_accuracy([0.5, -2.0, 1.0], ["a", "b", "c"])  # one pair per prompt: the plain s.e.
+    assert one_each.stderr_by_prompt == pytest.approx(one_each.stderr)
+    assert pairwise_accuracy([0.5, -2.0]).stderr_by_prompt is None
+
+
 def test_label_with_fake_target_and_reward_writes_loadable_pairs(tmp_path: Path) -> None:
     out = tmp_path / "pairs.jsonl"
     counts = label_pairs(build_config(RewardLabelConfig, _label_values(out)))

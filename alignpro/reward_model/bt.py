@@ -39,25 +39,49 @@ class PairwiseAccuracy:
     correct: int  #: pairs with Δ > 0
     ties: int  #: pairs with Δ = 0 (counted as ½)
     mean_margin: float  #: mean Δ
+    prompts: int | None = None  #: distinct prompts of the pairs (when known)
+    stderr_by_prompt: float | None = None  #: cluster-robust standard error, the pairs of a prompt one cluster
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __str__(self) -> str:
+        clustered = (f", ± {self.stderr_by_prompt:.3f} clustered by its {self.prompts} prompts"
+                     if self.stderr_by_prompt is not None else "")
         return (f"{self.accuracy:.3f} ± {self.stderr:.3f} (n = {self.n}: {self.correct} correct, {self.ties} ties, "
-                f"{self.n - self.correct - self.ties} wrong)")
+                f"{self.n - self.correct - self.ties} wrong{clustered})")
 
 
-def pairwise_accuracy(margin: np.ndarray | Sequence[float]) -> PairwiseAccuracy:
-    """Accuracy of the ranking r(x, y_w) > r(x, y_l), with its standard error and count. Shape (N,)."""
+def clustered_stderr(values: np.ndarray, groups: Sequence[object]) -> float:
+    """Cluster-robust standard error of the mean of ``values`` (N,) with clusters ``groups`` (N,):
+    sqrt(G/(G−1) · Σ_g (Σ_{i∈g} (v_i − v̄))²) / N. Pairs that share a prompt are not independent; with one value
+    per cluster this is exactly the plain standard error sd(ddof = 1)/√N."""
+    v = np.asarray(values, dtype=float).ravel()
+    keys = list(groups)
+    if len(keys) != v.size:
+        raise ValueError(f"clustered_stderr: {v.size} values but {len(keys)} groups")
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    G = len(index)
+    if G < 2:
+        return 0.0
+    sums = np.zeros(G)
+    np.add.at(sums, [index[k] for k in keys], v - v.mean())
+    return float(math.sqrt(G / (G - 1) * (sums ** 2).sum()) / v.size)
+
+
+def pairwise_accuracy(margin: np.ndarray | Sequence[float],
+                      prompts: Sequence[object] | None = None) -> PairwiseAccuracy:
+    """Accuracy of the ranking r(x, y_w) > r(x, y_l), with its standard error and count. Shape (N,). With each
+    pair's prompt (``prompts``, (N,)) also the standard error clustered by prompt."""
     d = np.asarray(margin, dtype=float).ravel()
     n = int(d.size)
     if n == 0:
         raise ValueError("no pairs to measure an accuracy on")
     s = np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
     sd = float(s.std(ddof=1)) if n > 1 else 0.0
+    clustered = (len(set(prompts)), clustered_stderr(s, prompts)) if prompts is not None else (None, None)
     return PairwiseAccuracy(float(s.mean()), sd / math.sqrt(n), n, int((d > 0).sum()), int((d == 0).sum()),
-                            float(d.mean()))
+                            float(d.mean()), *clustered)
 
 
 @dataclass(frozen=True)

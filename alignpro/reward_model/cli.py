@@ -49,7 +49,7 @@ def run_eval(cfg: RewardEvalConfig) -> dict[str, Any]:
     scorer = RewardScorer.load(cfg.model, device=cfg.device)
     loaded = load_pairs(cfg.pairs, cfg.pairs_split, cfg.skip_bad, data_files=cfg.data_files or None)
     measures = measure(score_pairs(scorer, loaded.pairs, cfg.batch_size, progress=not cfg.json),
-                       cfg.calibration_bins)
+                       cfg.calibration_bins, [p.prompt_key for p in loaded.pairs])
     if cfg.figure:
         plot_calibration(measures, cfg.figure, f"reward model {cfg.model} on {cfg.pairs}")
     result = {"model": cfg.model, "pairs": cfg.pairs, "loaded": loaded.summary(), **measures.to_dict()}

@@ -63,15 +63,16 @@ def score_pairs(scorer: RewardScorer, pairs: Sequence[PreferencePair], batch_siz
     return PairScores(np.concatenate(chosen), np.concatenate(rejected))
 
 
-def measure(scores: PairScores, n_bins: int = 10) -> PairMeasures:
-    """Accuracy, eq (1)'s loss and calibration of the scored pairs."""
+def measure(scores: PairScores, n_bins: int = 10, prompts: Sequence[object] | None = None) -> PairMeasures:
+    """Accuracy, eq (1)'s loss and calibration of the scored pairs; with each pair's prompt key (``prompts``) the
+    accuracy's standard error is also clustered by prompt (a prompt's pairs share their answers)."""
     margin = scores.margin
     per_pair = -torch.nn.functional.logsigmoid(torch.as_tensor(margin, dtype=torch.float64)).numpy()  # (N,)
     loss = float(bradley_terry_loss(torch.as_tensor(scores.chosen, dtype=torch.float64),
                                     torch.as_tensor(scores.rejected, dtype=torch.float64)))
     n = len(per_pair)
     bins = calibration_bins(margin, n_bins)
-    return PairMeasures(pairwise_accuracy(margin), loss,
+    return PairMeasures(pairwise_accuracy(margin, prompts), loss,
                         float(per_pair.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0, bins,
                         expected_calibration_error(bins))
 

@@ -178,7 +178,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
                                "lr": scheduler.get_last_lr()[0], "seconds": seconds,
                                "elapsed_seconds": state["elapsed_seconds"]}
         if cfg.eval_every and heldout and step % cfg.eval_every == 0:
-            m = measure(score_pairs(scorer, heldout, cfg.eval_batch_size), cfg.calibration_bins)
+            m = measure(score_pairs(scorer, heldout, cfg.eval_batch_size), cfg.calibration_bins,
+                        [p.prompt_key for p in heldout])
             row.update(heldout_accuracy=m.accuracy.accuracy, heldout_stderr=m.accuracy.stderr,
                        heldout_n=m.accuracy.n, heldout_loss=m.loss)
         append_jsonl(run / METRICS, row)
@@ -202,7 +203,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
     measures = None
     if heldout:
         scores = score_pairs(scorer, heldout, cfg.eval_batch_size, progress=cfg.progress, desc="held-out pairs")
-        measures = measure(scores, cfg.calibration_bins)
+        measures = measure(scores, cfg.calibration_bins, [p.prompt_key for p in heldout])
         atomic_write_text(run / HELDOUT_SCORES, "".join(json.dumps(r) + "\n" for r in score_rows(heldout, scores)))
         plot_calibration(measures, run / FIGURE, f"Bradley–Terry reward ({cfg.base}) on {measures.accuracy.n} "
                                                  "held-out pairs")

@@ -1,0 +1,452 @@
+"""``alignpro overopt``: does a prompter exploit a learned reward less than RLHF does? (Gao et al. 2023's study, with
+a gold reward nobody here wrote.)
+
+Stages, each written into the run folder and skipped (or resumed) when the command is run again:
+
+    1. pairs      RUN/pairs-train.jsonl   π_F answers each train prompt n times, the gold reward labels every
+                                          untied pair (``alignpro reward label``)
+    2. proxies    RUN/rm-<N>/             a Bradley–Terry reward model (eq 1) on N of those pairs, one per N
+                                          (``alignpro reward train``; loads as rm:RUN/rm-<N>)
+    3. training   RUN/prompter-<N>/       ρ trained on proxy N (eq 9; the prompter recipe), every checkpoint kept
+                  RUN/oracle-<N>/         π_F trained on proxy N (eq 2; the oracle recipe), every checkpoint kept
+    4. measure    RUN/measure/            on the EVAL prompts: the closed form's pool (K rewrites + x, M answers
+                                          that choose, n_fresh answers that are measured), and n_fresh answers of
+                                          every measured checkpoint, each scored by the gold and by every proxy
+    5. report     RUN/overopt.{json,md,png}
+
+The KL of a point is that of the optimised policy to its start: KL(ρ*_λ ‖ ρ_sft) on the candidates (closed form),
+KL(ρ_θ ‖ ρ_sft) over rewrites (prompter), KL(π_θ ‖ π_F) over answers (oracle), in nats per prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from alignpro.config import build_config, config_to_dict, load_yaml, parse_config
+from alignpro.data import PromptRecord, load_prompts
+from alignpro.errors import AlignProError
+from alignpro.fileio import atomic_write_text
+from alignpro.method import candidate_log_prior
+from alignpro.overopt.config import OveroptConfig
+from alignpro.overopt.curves import CurvePoint, closed_form_curve, make_point, summarise_curve
+
+PAIRS = "pairs-train.jsonl"
+MEASURE = "measure"
+POOL = "closed-form-pool.json"
+GOLD = "gold"  #: the gold reward's key among the scores
+METHODS = ("closed_form", "prompter", "oracle")
+_POOL_SEED, _CHECKPOINT_SEED, _ANSWER_SEED = 1_000, 2_000, 3_000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stages 1-3: pairs, proxies, training runs (each an existing command's function, skipped when complete)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_same(saved: dict[str, Any], wanted: dict[str, Any], ignore: Sequence[str], where: Path) -> None:
+    changed = sorted(k for k, v in wanted.items() if k not in ignore and saved.get(k) != v)
+    if changed:
+        raise AlignProError(f"{where} was made with other settings ({changed} differ from this config's); use "
+                            "another --out, or delete that folder to redo the stage")
+
+
+def stage_pairs(cfg: OveroptConfig) -> Path:
+    """Stage 1: the gold-labelled pairs of the train prompts."""
+    from alignpro.reward_model.config import RewardLabelConfig
+    from alignpro.reward_model.label import RESUMABLE_CHANGES, label_pairs, progress_path
+
+    out = Path(cfg.out) / PAIRS
+    label = build_config(RewardLabelConfig, dict(
+        prompts=cfg.train_prompts, n_prompts=cfg.n_label_prompts, target=cfg.target, gold=cfg.gold, out=str(out),
+        seed=cfg.seed,
+        answers_per_prompt=cfg.answers_per_prompt, max_new_tokens=cfg.label_max_new_tokens,
+        batch_size=cfg.label_batch_size, progress=cfg.progress))
+    record = progress_path(out)
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        _check_same(saved["config"], config_to_dict(label), RESUMABLE_CHANGES, record)
+        if saved.get("complete"):
+            print(f"alignpro overopt: stage 1 done: {saved['counts']['pairs']} pairs in {out}", flush=True)
+            return out
+        label.resume = True
+    label_pairs(label)
+    return out
+
+
+def proxy_dir(cfg: OveroptConfig, n: int) -> Path:
+    return Path(cfg.out) / f"rm-{n}"
+
+
+def stage_proxies(cfg: OveroptConfig, pairs: Path) -> dict[int, dict[str, Any]]:
+    """Stage 2: one Bradley–Terry proxy per N; returns N -> its reward_model.json record."""
+    from alignpro.reward_model.config import RESUMABLE_CHANGES, RewardTrainConfig
+    from alignpro.reward_model.train import CONFIG, RECORD, train_reward_model
+
+    records = {}
+    for n in cfg.n_pairs:
+        run = proxy_dir(cfg, n)
+        values = dict(pairs=str(pairs), n_train=n, base=cfg.rm_base, epochs=cfg.rm_epochs, lr=cfg.rm_lr,
+                      batch_size=cfg.rm_batch_size, out=str(run), seed=cfg.seed, progress=cfg.progress,
+                      num_threads=cfg.num_threads)
+        if (run / CONFIG).is_file():
+            _check_same(load_yaml(run / CONFIG), config_to_dict(build_config(RewardTrainConfig, values)),
+                        RESUMABLE_CHANGES, run / CONFIG)
+            if not (run / RECORD).is_file():
+                values["resume"] = str(run)
+        if not (run / RECORD).is_file():
+            train_reward_model(build_config(RewardTrainConfig, values))
+        records[n] = json.loads((run / RECORD).read_text())
+        print(f"alignpro overopt: stage 2: proxy rm:{run} on {records[n]['data']['train_pairs']} pairs",
+              flush=True)
+    return records
+
+
+def train_dir(cfg: OveroptConfig, role: str, n: int) -> Path:
+    return Path(cfg.out) / f"{role}-{n}"
+
+
+def train_values(cfg: OveroptConfig, role: str, n: int) -> dict[str, Any]:
+    """The recipe of ``role`` with what the study sets: the proxy, the prompts, the steps, every checkpoint kept,
+    and the study's sampling of π_F (prompter: its answers; oracle: its own rollouts)."""
+    recipe = cfg.prompter_recipe if role == "prompter" else cfg.oracle_recipe
+    values = {**load_yaml(recipe), "reward": f"rm:{proxy_dir(cfg, n)}", "prompts": cfg.train_prompts,
+              "steps": cfg.train_steps, "save_every": cfg.checkpoint_every, "keep_checkpoints": cfg.train_steps,
+              "out": str(train_dir(cfg, role, n)), "seed": cfg.seed, "target": cfg.target, "progress": cfg.progress,
+              "num_threads": cfg.num_threads}
+    gen = cfg.answer_gen
+    if role == "prompter":
+        values.update(prompter=cfg.prompter, answer_max_new_tokens=gen.max_new_tokens,
+                      answer_temperature=gen.temperature, answer_top_p=gen.top_p, answer_top_k=gen.top_k)
+    else:
+        values.update(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+                      top_k=gen.top_k)
+    if values.get("role") != role:
+        raise AlignProError(f"setting '{role}_recipe': {recipe} trains role '{values.get('role')}', not '{role}'")
+    return values
+
+
+def stage_train(cfg: OveroptConfig, role: str, n: int) -> Path:
+    """Stage 3: ``role`` trained on proxy N (resumed if interrupted, skipped if done)."""
+    from alignpro.train.config import RESUMABLE_CHANGES, TrainConfig
+    from alignpro.train.loop import CONFIG, train
+    from alignpro.train.policy import TRAIN_INFO
+
+    run, values = train_dir(cfg, role, n), train_values(cfg, role, n)
+    if (run / CONFIG).is_file():
+        _check_same(load_yaml(run / CONFIG), config_to_dict(build_config(TrainConfig, values)),
+                    (*RESUMABLE_CHANGES, "resume", "out"), run / CONFIG)
+        if (run / "final" / TRAIN_INFO).is_file():
+            return run
+        values["resume"] = str(run)
+    train(build_config(TrainConfig, values))
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 4: measurement on the eval prompts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorers:
+    """The gold reward and the proxies, each scoring (x, y) against the ORIGINAL x."""
+
+    rewards: dict[str, Any]  #: GOLD and each proxy label -> RewardModel
+
+    def score(self, originals: Sequence[str], answers: Sequence[str], have: dict[str, list] | None = None,
+              ) -> dict[str, list[float]]:
+        """Every reward's scores; those already in ``have`` are kept (a cached measurement gains new proxies)."""
+        have = dict(have or {})
+        for name, reward in self.rewards.items():
+            if name not in have:
+                have[name] = [float(s) for s in reward.score(list(originals), list(answers))]
+        return have
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
+
+
+def measure_pool(cfg: OveroptConfig, records: list[PromptRecord], target: Any, prompter: Any,
+                 scorers: Scorers) -> dict[str, Any]:
+    """The closed form's pool: K rewrites of ρ_sft + x per prompt, m + n_fresh answers each, every answer scored.
+    Written after each chunk of prompts (a rerun continues)."""
+    from tqdm.auto import tqdm
+
+    path = Path(cfg.out) / MEASURE / POOL
+    pool: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if pool and pool.get("ids") != [r.id for r in records][:len(pool["ids"])]:
+        raise AlignProError(f"{path} was measured on other prompts; delete it to measure again")
+    pool.setdefault("ids", [])
+    pool.setdefault("candidates", [])
+    pool.setdefault("answers", [])
+    pool.setdefault("scores", {})
+    n_ans = cfg.m + cfg.n_fresh
+    per_call = max(1, cfg.batch_size // ((cfg.k + 1) * n_ans))
+    bar = tqdm(total=len(records), initial=len(pool["ids"]), desc="closed-form pool", unit="prompt",
+               disable=not cfg.progress, dynamic_ncols=True)
+    for a in range(len(pool["ids"]), len(records), per_call):
+        chunk = records[a:a + per_call]
+        sets = prompter.rewrite([r.text for r in chunk], cfg.k, seed=cfg.seed + _POOL_SEED + a)
+        cands = [([r.text] if cfg.identity_prior > 0 else []) + s.texts for r, s in zip(chunk, sets)]
+        c = len(cands[0])
+        flat = [x for row in cands for x in row]
+        systems = [r.system for r in chunk for _ in range(c)]
+        rows = target.answer(flat, n=n_ans, seed=cfg.seed + _POOL_SEED + 500_000 + a, systems=systems)
+        texts = [[y.text for y in row] for row in rows]  # (b·C, m + n_fresh)
+        originals = [r.text for r in chunk for _ in range(c) for _ in range(n_ans)]
+        scores = scorers.score(originals, [y for row in texts for y in row])
+        size = c * n_ans
+        for i, r in enumerate(chunk):
+            pool["ids"].append(r.id)
+            pool["candidates"].append(cands[i])
+            pool["answers"].append(texts[i * c:(i + 1) * c])
+            for name, s in scores.items():
+                pool["scores"].setdefault(name, []).append(
+                    np.asarray(s[i * size:(i + 1) * size]).reshape(c, n_ans).tolist())
+        _save(path, pool)
+        bar.update(len(chunk))
+    bar.close()
+    missing = [name for name in scorers.rewards if name not in pool["scores"]]
+    if missing:  # a proxy added after the pool was measured: score the same answers
+        originals = [r.text for r, row in zip(records, pool["answers"]) for cand in row for _ in cand]
+        flat = [y for row in pool["answers"] for cand in row for y in cand]
+        got = scorers.score(originals, flat, {k: [] for k in pool["scores"]})
+        shape = np.asarray(pool["scores"][GOLD]).shape
+        for name in missing:
+            pool["scores"][name] = np.asarray(got[name]).reshape(shape).tolist()
+        _save(path, pool)
+    return pool
+
+
+def measure_checkpoint(cfg: OveroptConfig, role: str, run: Path, step: int, records: list[PromptRecord],
+                       target: Any, scorers: Scorers, name: str) -> dict[str, Any]:
+    """A checkpoint's samples on the eval prompts with their KL, π_F's answers (prompter) and every score; cached
+    in ``RUN/measure/<name>.json``."""
+    from alignpro.overopt.policies import CheckpointPolicy
+    from alignpro.templates import load_rewrite_template
+
+    path = Path(cfg.out) / MEASURE / f"{name}.json"
+    if path.is_file():
+        got = json.loads(path.read_text())
+        if got["ids"] != [r.id for r in records]:
+            raise AlignProError(f"{path} was measured on other prompts; delete it to measure again")
+        if all(k in got["scores"] for k in scorers.rewards):
+            return got
+        originals = [r.text for r, row in zip(records, got["answers"]) for _ in row]
+        got["scores"] = scorers.score(originals, [y for row in got["answers"] for y in row], got["scores"])
+        _save(path, got)
+        return got
+    t0 = time.perf_counter()
+    policy = CheckpointPolicy(run, step, device="cpu")
+    seed = cfg.seed + _CHECKPOINT_SEED
+    if role == "prompter":
+        r_n = cfg.rewrites_per_prompt
+        samples = policy.sample(records, r_n, seed=seed, batch_size=cfg.batch_size)
+        template = load_rewrite_template(policy.cfg.template)
+        shown = [template.parse(raw, rec.text)[0] for rec, row in zip(records, samples.texts) for raw in row]
+        per = cfg.n_fresh // r_n
+        rows = target.answer(shown, n=per, seed=cfg.seed + _ANSWER_SEED,
+                             systems=[rec.system for rec in records for _ in range(r_n)])
+        answers = [[y.text for j in range(r_n) for y in rows[i * r_n + j]] for i in range(len(records))]
+        rewrites = [shown[i * r_n:(i + 1) * r_n] for i in range(len(records))]
+    else:
+        samples = policy.sample(records, cfg.n_fresh, seed=seed, batch_size=cfg.batch_size)
+        answers, rewrites = samples.texts, None
+    del policy
+    originals = [r.text for r, row in zip(records, answers) for _ in row]
+    got = {"role": role, "run": str(run), "step": step, "ids": [r.id for r in records],
+           "kl": samples.kl.tolist(), "kl_k3": samples.kl_k3.tolist(), "rewrites": rewrites, "answers": answers,
+           "scores": scorers.score(originals, [y for row in answers for y in row]),
+           "seconds": time.perf_counter() - t0}
+    _save(path, got)
+    return got
+
+
+def _per_prompt(values: list[float], n_prompts: int) -> np.ndarray:
+    return np.asarray(values, dtype=float).reshape(n_prompts, -1).mean(axis=1)  # (P,)
+
+
+def checkpoint_points(method: str, proxy: str, measured: list[dict[str, Any]]) -> list[CurvePoint]:
+    """One point per measured checkpoint (step 0 first): per-prompt means of KL (the k3 estimate: unbiased like
+    k1 and never negative, so √KL exists for every point; k1 is kept in the measurement files), gold and this
+    proxy's reward."""
+    P = len(measured[0]["ids"])
+    start = _per_prompt(measured[0]["scores"][GOLD], P)
+    return [make_point(method, proxy, f"step {m['step']}", np.asarray(m["kl_k3"]).mean(axis=1),
+                       _per_prompt(m["scores"][GOLD], P), _per_prompt(m["scores"][proxy], P), start,
+                       len(m["scores"][GOLD])) for m in measured]
+
+
+def pool_points(cfg: OveroptConfig, proxy: str, pool: dict[str, Any]) -> list[CurvePoint]:
+    gold = np.asarray(pool["scores"][GOLD], dtype=float)  # (P, C, m + n_fresh)
+    prox = np.asarray(pool["scores"][proxy], dtype=float)
+    log_prior = candidate_log_prior(cfg.k, cfg.identity_prior)
+    return closed_form_curve(proxy, cfg.lams, prox[..., :cfg.m].mean(axis=-1), log_prior, gold[..., cfg.m:],
+                             prox[..., cfg.m:])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 5: the report
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OveroptResult:
+    run: Path
+    points: list[CurvePoint]
+    summaries: list[dict[str, Any]]
+    proxies: dict[str, dict[str, Any]]  #: label -> the proxy's held-out measures and data
+    no_ft: dict[str, float]  #: π_F on x at the study's sampling (the oracle's step 0)
+
+
+def plot(result: OveroptResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(result.proxies)
+    fig, axes = plt.subplots(len(labels), 2, figsize=(11, 4 * len(labels)), squeeze=False)
+    style = {"closed_form": ("tab:blue", "o", "closed form (λ sweep)"),
+             "prompter": ("tab:green", "s", "trained prompter (checkpoints)"),
+             "oracle": ("tab:red", "^", "RLHF oracle (checkpoints)")}
+    for row, label in enumerate(labels):
+        for col, (attr, err, name) in enumerate((("gold", "gold_stderr", "gold reward"),
+                                                 ("proxy_reward", "proxy_stderr", "proxy reward r_φ"))):
+            ax = axes[row][col]
+            for method in METHODS:
+                pts = sorted((p for p in result.points if p.proxy == label and p.method == method), key=lambda p: p.kl)
+                if pts:
+                    color, marker, legend = style[method]
+                    ax.errorbar([p.sqrt_kl for p in pts], [getattr(p, attr) for p in pts],
+                                yerr=[getattr(p, err) for p in pts], color=color, marker=marker, capsize=3,
+                                label=legend)
+            if attr == "gold":
+                ax.axhline(result.no_ft["gold"], color="gray", ls="--", lw=1, label="no_ft (π_F on x)")
+            ax.set_xlabel("√KL (nats^½) to the method's start")
+            ax.set_ylabel(name)
+            acc = result.proxies[label]["heldout"]
+            ax.set_title(f"proxy {label} (held-out acc {acc['accuracy']:.2f} ± {acc['stderr']:.2f}): {name}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def report_markdown(cfg: OveroptConfig, result: OveroptResult) -> str:
+    lines = [f"# Over-optimisation: gold `{cfg.gold}` vs Bradley–Terry proxies", "",
+             f"Eval prompts: {result.points[0].n_prompts} of `{cfg.eval_prompts}`; π_F `{cfg.target}` at temperature "
+             f"{cfg.answer_temperature}, top_p {cfg.answer_top_p}, top_k {cfg.answer_top_k}, ≤ "
+             f"{cfg.answer_max_new_tokens} tokens. no_ft (π_F on x): gold {result.no_ft['gold']:.3f} ± "
+             f"{result.no_ft['gold_stderr']:.3f}. Standard errors are over prompts; gains are paired by prompt "
+             "against the method's start (ρ_sft at λ = ∞, or step 0).", "", "## Proxies", "",
+             "| proxy | training pairs | held-out pairs | held-out accuracy | eq (1) loss |", "|---|---|---|---|---|"]
+    for label, rec in result.proxies.items():
+        h = rec["heldout"]
+        lines.append(f"| {label} | {rec['train_pairs']} | {h['n']} | {h['accuracy']:.3f} ± {h['stderr']:.3f} | "
+                     f"{h['loss']:.3f} ± {h['loss_stderr']:.3f} |")
+    lines += ["", "## Where each curve peaks", "",
+              "| proxy | method | start gold | peak at | √KL | peak gold | last point | √KL | last gold | gold lost "
+              "after the peak | KL after the peak | gold lost per nat |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in result.summaries:
+        lines.append(f"| {s['proxy']} | {s['method']} | {_f(s['start_gold'])} | {s['peak_setting']} | "
+                     f"{_f(s['peak_sqrt_kl'], 2)} | {_f(s['peak_gold'])} ± {_f(s['peak_gold_stderr'])} | "
+                     f"{s['last_setting']} | {_f(s['last_sqrt_kl'], 2)} | {_f(s['last_gold'])} ± "
+                     f"{_f(s['last_gold_stderr'])} | {_f(s['gold_drop_after_peak'])} | {_f(s['kl_after_peak'], 2)} "
+                     f"| {_f(s['gold_lost_per_nat'])} |")
+    lines += ["", "## Every point", "",
+              "| proxy | method | setting | KL | √KL | gold | Δ gold vs start | proxy r_φ | prompts | answers |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in result.points:
+        lines.append(f"| {p.proxy} | {p.method} | {p.setting} | {p.kl:.3f} ± {p.kl_stderr:.3f} | {p.sqrt_kl:.2f} | "
+                     f"{p.gold:.3f} ± {p.gold_stderr:.3f} | {p.gold_gain:+.3f} ± {p.gold_gain_stderr:.3f} | "
+                     f"{p.proxy_reward:.3f} ± {p.proxy_stderr:.3f} | {p.n_prompts} | {p.n_answers} |")
+    lines += ["", "Closed form: R̂_proxy on the m answers that choose; gold and proxy on the n_fresh other answers, "
+              "weighted by ρ*_λ (no selection bias); its KL is exact on the candidates. Checkpoints: their own "
+              "samples, KL = the mean over them of Σ_t k3(log π_θ, log π_ref) (Schulman's unbiased, non-negative "
+              "estimator).", ""]
+    return "\n".join(lines)
+
+
+def run_overopt(cfg: OveroptConfig, *, target: Any = None, prompter: Any = None) -> OveroptResult:
+    """All stages of ``cfg`` (skipping what is done); ``target``/``prompter`` override the specs (tests)."""
+    import torch
+
+    from alignpro.specs import make_prompter, make_reward, make_target
+    from alignpro.train.config import TrainConfig
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.yaml", json.dumps(config_to_dict(cfg), indent=1, default=str) + "\n")
+    pairs = stage_pairs(cfg)
+    rm_records = stage_proxies(cfg, pairs)
+    runs = {(role, n): stage_train(cfg, role, n) for n in cfg.n_pairs for role in ("prompter", "oracle")}
+
+    # ---- stage 4
+    records = load_prompts(cfg.eval_prompts, n=cfg.n_eval_prompts or None, seed=cfg.seed).records
+    labels = {n: f"N={rm_records[n]['data']['train_pairs']}" for n in cfg.n_pairs}
+    scorers = Scorers({GOLD: make_reward(cfg.gold, records),
+                       **{labels[n]: make_reward(f"rm:{proxy_dir(cfg, n)}", records) for n in cfg.n_pairs}})
+    target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.batch_size)
+    recipe = build_config(TrainConfig, train_values(cfg, "prompter", cfg.n_pairs[0]))
+    prompter = prompter or make_prompter(cfg.prompter, recipe.template, recipe.rollout_gen, batch_size=cfg.batch_size)
+    print(f"alignpro overopt: stage 4: measuring on {len(records)} prompts of {cfg.eval_prompts}", flush=True)
+    pool = measure_pool(cfg, records, target, prompter, scorers)
+    measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for role in ("prompter", "oracle"):
+        first = runs[(role, cfg.n_pairs[0])]
+        start = measure_checkpoint(cfg, role, first, 0, records, target, scorers, f"{role}-start")
+        for n in cfg.n_pairs:
+            measured[(role, n)] = [start] + [
+                measure_checkpoint(cfg, role, runs[(role, n)], s, records, target, scorers, f"{role}-{n}-step-{s}")
+                for s in cfg.steps_measured if s > 0]
+
+    # ---- stage 5
+    points: list[CurvePoint] = []
+    summaries = []
+    for n in cfg.n_pairs:
+        label = labels[n]
+        curves = {"closed_form": pool_points(cfg, label, pool),
+                  "prompter": checkpoint_points("prompter", label, measured[("prompter", n)]),
+                  "oracle": checkpoint_points("oracle", label, measured[("oracle", n)])}
+        for method in METHODS:
+            points.extend(curves[method])
+            summaries.append(summarise_curve(curves[method]).to_dict())
+    start = measured[("oracle", cfg.n_pairs[0])][0]
+    no_ft_gold = _per_prompt(start["scores"][GOLD], len(records))
+    no_ft = {"gold": float(no_ft_gold.mean()),
+             "gold_stderr": float(no_ft_gold.std(ddof=1) / np.sqrt(len(no_ft_gold))) if len(no_ft_gold) > 1 else 0.0}
+    proxies = {labels[n]: {"n_pairs_setting": n, "train_pairs": rm_records[n]["data"]["train_pairs"],
+                           "heldout": rm_records[n]["heldout"], "folder": str(proxy_dir(cfg, n))}
+               for n in cfg.n_pairs}
+    result = OveroptResult(run, points, summaries, proxies, no_ft)
+    atomic_write_text(run / "overopt.json", json.dumps({
+        "config": config_to_dict(cfg), "no_ft": no_ft, "proxies": proxies, "summaries": summaries,
+        "points": [p.to_dict() for p in points]}, indent=1, default=str) + "\n")
+    atomic_write_text(run / "overopt.md", report_markdown(cfg, result))
+    plot(result, run / "overopt.png")
+    print(report_markdown(cfg, result), flush=True)
+    print(f"alignpro overopt: wrote {run / 'overopt.md'}, {run / 'overopt.json'}, {run / 'overopt.png'}", flush=True)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    run_overopt(parse_config(OveroptConfig, argv, "alignpro overopt"))
+    return 0

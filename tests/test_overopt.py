@@ -1,0 +1,188 @@
+"""alignpro overopt: the curves' arithmetic by hand, the checkpoint policy's KL, and the whole pipeline on tiny random
+models (label -> Bradley–Terry proxies -> prompter and oracle runs -> measurement -> report), rerun as a resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from alignpro.config import build_config
+from alignpro.errors import AlignProError
+from alignpro.method import candidate_log_prior
+from alignpro.overopt.config import OveroptConfig
+from alignpro.overopt.curves import CurvePoint, closed_form_curve, make_point, summarise_curve
+
+# ---------------------------------------------------------------------------------------------------------------
+# The curves by hand
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_closed_form_curve_weights_kl_and_fresh_answers_by_hand() -> None:
+    log_prior = candidate_log_prior(2, 0.5)  # x: 1/2, two rewrites: 1/4 each
+    r_hat = np.array([[0.0, 1.0, 0.0],  # prompt 0: the proxy likes rewrite 1
+                      [0.0, 0.0, 2.0]])  # prompt 1: the proxy likes rewrite 2
+    gold = np.array([[[1.0, 1.0], [0.0, 0.0], [1.0, 0.0]],  # (P, C, A) fresh answers: the proxy's pick is bad
+                     [[0.5, 0.5], [1.0, 1.0], [0.0, 1.0]]])
+    proxy = np.array([[[0.0, 0.0], [2.0, 2.0], [0.0, 0.0]],
+                      [[0.0, 0.0], [0.0, 0.0], [3.0, 1.0]]])
+    inf, argmax = closed_form_curve("N=1", [math.inf, 0.0], r_hat, log_prior, gold, proxy)
+    # λ = ∞: ρ_sft's weights (1/2, 1/4, 1/4); gold per prompt 0.5·1 + 0.25·0 + 0.25·0.5 = 0.625 and
+    # 0.5·0.5 + 0.25·1 + 0.25·0.5 = 0.625; KL 0; no gain over itself
+    assert inf.setting == "λ=inf" and inf.kl == 0.0 and inf.gold == pytest.approx(0.625)
+    assert inf.gold_gain == pytest.approx(0.0) and inf.n_prompts == 2 and inf.n_answers == 12
+    # λ = 0: the argmax of R̂; gold of its FRESH answers: 0.0 and 0.5; KL log(1/0.25) = log 4 each
+    assert argmax.gold == pytest.approx(0.25) and argmax.kl == pytest.approx(math.log(4))
+    assert argmax.proxy_reward == pytest.approx((2.0 + 2.0) / 2)
+    assert argmax.gold_gain == pytest.approx(0.25 - 0.625)
+    assert argmax.gold_stderr == pytest.approx(np.std([0.0, 0.5], ddof=1) / math.sqrt(2))
+    assert argmax.sqrt_kl == pytest.approx(math.sqrt(math.log(4)))
+
+
+def test_closed_form_curve_at_finite_lambda_is_eq_10() -> None:
+    log_prior = candidate_log_prior(1, 0.5)
+    r_hat = np.array([[0.0, 0.3]])
+    gold = np.array([[[0.0], [1.0]]])
+    (p,) = closed_form_curve("N=1", [0.1], r_hat, log_prior, gold, gold)
+    w1 = math.exp(3.0) / (1 + math.exp(3.0))  # ρ* ∝ ½·exp(R̂/λ)
+    assert p.gold == pytest.approx(w1)
+    assert p.kl == pytest.approx((1 - w1) * math.log((1 - w1) / 0.5) + w1 * math.log(w1 / 0.5))
+
+
+def _pt(setting: str, kl: float, gold: float) -> CurvePoint:
+    return make_point("prompter", "N=1", setting, np.array([kl, kl]), np.array([gold, gold]), np.zeros(2),
+                      np.zeros(2), 4)
+
+
+def test_summarise_curve_finds_the_peak_and_the_loss_per_nat() -> None:
+    s = summarise_curve([_pt("step 0", 0.0, 0.3), _pt("step 4", 0.5, 0.5), _pt("step 8", 2.5, 0.4)])
+    assert (s.start_gold, s.peak_setting, s.last_setting) == (0.3, "step 4", "step 8")
+    assert s.gold_drop_after_peak == pytest.approx(0.1) and s.kl_after_peak == pytest.approx(2.0)
+    assert s.gold_lost_per_nat == pytest.approx(0.05)
+    rising = summarise_curve([_pt("step 0", 0.0, 0.3), _pt("step 4", 1.0, 0.5)])
+    assert rising.peak_setting == "step 4" and rising.gold_lost_per_nat is None
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(n_pairs=[]), "'n_pairs' must be distinct"),
+    (dict(n_pairs=[200, 200]), "'n_pairs' must be distinct"),
+    (dict(lams=[-1.0]), "'lams' must be"),
+    (dict(n_fresh=3, rewrites_per_prompt=2), "must be a multiple"),
+    (dict(prompter_recipe="nope.yaml"), "no such file 'nope.yaml'"),
+    (dict(gold="judge"), "invalid reward spec 'judge'"),
+    (dict(answers_per_prompt=1), "'answers_per_prompt' must be >= 2"),
+])
+def test_config_errors_name_the_setting(values, message) -> None:
+    with pytest.raises(AlignProError, match=message):  # ConfigError is one
+        build_config(OveroptConfig, values)
+
+
+def test_steps_measured_include_the_start_and_the_end() -> None:
+    assert build_config(OveroptConfig, dict(train_steps=10, checkpoint_every=4)).steps_measured == [0, 4, 8, 10]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole pipeline on tiny random models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, smollm2_path):
+    """A 2-layer random Llama with SmolLM2's tokenizer (π_F, ρ_sft) and a 1-layer BERT classifier (proxy base)."""
+    from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, LlamaConfig,
+                              LlamaForCausalLM)
+
+    from alignpro.assets import minilm_folder
+
+    root = tmp_path_factory.mktemp("overopt-tiny")
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(smollm2_path))
+    LlamaForCausalLM(LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tok), max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).save_pretrained(root / "llama")
+    tok.save_pretrained(root / "llama")
+    btok = AutoTokenizer.from_pretrained(str(minilm_folder()))
+    BertForSequenceClassification(BertConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, vocab_size=btok.vocab_size,
+                                             max_position_embeddings=128, num_labels=1)).save_pretrained(root / "bert")
+    btok.save_pretrained(root / "bert")
+    common = dict(algo="distill", kl_coef=0.1, kl_control="fixed", batch_size=2, k=2, lr=1e-2, epochs=1,
+                  lora=True, lora_r=4, lora_alpha=8, max_new_tokens=8)
+    (root / "prompter.yaml").write_text(yaml.safe_dump(dict(
+        role="prompter", template="rewrite-reminder", m=1, baseline_m=1, identity_prior=0.5, **common)))
+    (root / "oracle.yaml").write_text(yaml.safe_dump(dict(role="oracle", **common)))
+    return root
+
+
+def length_gold(prompts: list[str], answers: list[str]) -> list[float]:
+    """A gold reward random tiny models can earn: the answer's character count mod 5, scaled to [0, 1]."""
+    return [(len(y) % 5) / 4 for y in answers]
+
+
+GOLD = "python:tests.test_overopt:length_gold"
+
+
+def _values(tiny: Path, out: Path, **kw) -> dict:
+    llama = f"hf:{tiny / 'llama'}"
+    values = dict(out=str(out), gold=GOLD, train_prompts="builtin:train", eval_prompts="builtin-ifeval:eval",
+                  n_eval_prompts=3, target=llama, prompter=llama, n_label_prompts=6, answers_per_prompt=3,
+                  label_max_new_tokens=8, label_batch_size=3, n_pairs=[4, 6], rm_base=f"hf:{tiny / 'bert'}",
+                  rm_epochs=1, rm_lr=1e-3, answer_max_new_tokens=8, k=2, m=1, lams=[math.inf, 0.1, 0.0],
+                  prompter_recipe=str(tiny / "prompter.yaml"), oracle_recipe=str(tiny / "oracle.yaml"),
+                  train_steps=2, checkpoint_every=1, n_fresh=2, rewrites_per_prompt=2, batch_size=16,
+                  num_threads=1, progress=False)
+    values.update(kw)
+    return values
+
+
+def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_path: Path) -> None:
+    from alignpro.overopt.run import run_overopt
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "overopt"
+    cfg = build_config(OveroptConfig, _values(tiny, out))
+    result = run_overopt(cfg)
+    torch.set_num_threads(threads)
+
+    # stages 1-3 wrote their folders; every checkpoint was kept
+    assert (out / "pairs-train.jsonl").is_file() and json.loads((out / "pairs-train.label.json").read_text())["complete"]
+    for n in (4, 6):
+        assert (out / f"rm-{n}" / "reward_model.json").is_file()
+        for role in ("prompter", "oracle"):
+            assert sorted(p.name for p in (out / f"{role}-{n}" / "checkpoints").iterdir()) == [
+                "step-000001", "step-000002"]
+    # stage 5: 3 λ + 3 checkpoints (0, 1, 2) per method, per proxy
+    labels = list(result.proxies)
+    assert len(labels) == 2 and len(result.points) == 2 * (3 + 3 + 3)
+    for label in labels:
+        for method in ("prompter", "oracle"):
+            pts = [p for p in result.points if p.proxy == label and p.method == method]
+            assert [p.setting for p in pts] == ["step 0", "step 1", "step 2"]
+            assert pts[0].kl == 0.0 and pts[0].gold_gain == 0.0  # step 0 is the reference itself
+            assert all(p.n_prompts == 3 and p.n_answers == 6 for p in pts)
+            assert pts[-1].kl != 0.0  # the trained tensors were loaded (lr 1e-2 moves the policy)
+        cf = [p for p in result.points if p.proxy == label and p.method == "closed_form"]
+        assert [p.setting for p in cf] == ["λ=inf", "λ=0.1", "λ=0"] and cf[0].kl == 0.0
+    report = json.loads((out / "overopt.json").read_text())
+    assert len(report["summaries"]) == 6 and (out / "overopt.png").stat().st_size > 0
+    assert "Where each curve peaks" in (out / "overopt.md").read_text()
+    # the gold in the report is the gold of the measured answers
+    start = json.loads((out / "measure" / "oracle-start.json").read_text())
+    flat = [y for row in start["answers"] for y in row]
+    assert start["scores"]["gold"] == pytest.approx(length_gold([""] * len(flat), flat))
+    no_ft = np.mean([np.mean(length_gold([""] * len(row), row)) for row in start["answers"]])
+    assert result.no_ft["gold"] == pytest.approx(no_ft)
+
+    # a rerun skips every stage and measures nothing again: the same points
+    again = run_overopt(cfg)
+    torch.set_num_threads(threads)
+    assert [p.to_dict() for p in again.points] == [p.to_dict() for p in result.points]
+    # another setting of a done stage is refused, naming it
+    with pytest.raises(AlignProError, match=r"\['answers_per_prompt'\] differ"):
+        run_overopt(build_config(OveroptConfig, _values(tiny, out, answers_per_prompt=4)))
