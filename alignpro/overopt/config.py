@@ -69,6 +69,8 @@ class OveroptConfig:
     n_fresh: int = setting(4, "fresh answers per candidate (closed form) and per prompt (oracle) that are measured")
     rewrites_per_prompt: int = setting(2, "trained prompter: rewrites per eval prompt (n_fresh / this answers each)")
     batch_size: int = setting(64, "π_F's answers per generation call; the policies' samples per call")
+    device: str = setting("auto", "where the checkpoints are measured: auto (a GPU when there is one) | cpu | cuda | "
+                                  "cuda:N (training runs use their recipe's device)")
     num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
     progress: bool = setting(True, "show progress bars")
 
@@ -97,6 +99,8 @@ class OveroptConfig:
                 raise ConfigError(f"setting '{name}': no such file '{getattr(self, name)}' (an alignpro train "
                                   "YAML config, e.g. configs/train-prompter-distill-ifeval.yaml)")
         _ = self.answer_gen  # validates temperature and top_p
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"setting 'device' must be auto, cpu, cuda or cuda:N; got '{self.device}'")
         from alignpro.reward_model.model import check_base_spec
         from alignpro.specs import check_reward_spec, parse_model_spec
 
@@ -104,6 +108,12 @@ class OveroptConfig:
         parse_model_spec(self.target)
         parse_model_spec(self.prompter)
         self.rm_base = check_base_spec(self.rm_base)
+
+    @property
+    def torch_device(self) -> str:
+        import torch
+
+        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
 
     @property
     def answer_gen(self) -> GenerationConfig:

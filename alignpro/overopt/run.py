@@ -189,7 +189,7 @@ def measure_pool(cfg: OveroptConfig, records: list[PromptRecord], target: Any, p
     pool.setdefault("answers", [])
     pool.setdefault("scores", {})
     n_ans = cfg.m + cfg.n_fresh
-    per_call = max(1, cfg.batch_size // ((cfg.k + 1) * n_ans))
+    per_call = max(1, cfg.batch_size // (cfg.k + 1))  # prompts per chunk: ~batch_size candidates, n answers each
     bar = tqdm(total=len(records), initial=len(pool["ids"]), desc="closed-form pool", unit="prompt",
                disable=not cfg.progress, dynamic_ncols=True)
     for a in range(len(pool["ids"]), len(records), per_call):
@@ -245,7 +245,7 @@ def measure_checkpoint(cfg: OveroptConfig, role: str, run: Path, step: int, reco
         _save(path, got)
         return got
     t0 = time.perf_counter()
-    policy = CheckpointPolicy(run, step, device="cpu")
+    policy = CheckpointPolicy(run, step, device=cfg.torch_device)
     seed = cfg.seed + _CHECKPOINT_SEED
     if role == "prompter":
         r_n = cfg.rewrites_per_prompt
