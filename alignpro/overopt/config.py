@@ -64,6 +64,9 @@ class OveroptConfig:
                                  "runs (its rollout sampling is the study's answer sampling)")
     train_steps: int = setting(16, "training steps of each prompter and oracle run")
     checkpoint_every: int = setting(4, "measure a checkpoint every N steps (and step 0, the start)")
+    train_time_limit_minutes: float = setting(0.0, "stop each training run cleanly after the first step past this "
+                                                   "many minutes (0 = none); a run that stopped early is measured "
+                                                   "up to the step it reached, and the report says so")
 
     # ---- measurement
     n_fresh: int = setting(4, "fresh answers per candidate (closed form) and per prompt (oracle) that are measured")
@@ -92,6 +95,8 @@ class OveroptConfig:
         if self.n_fresh % self.rewrites_per_prompt:
             raise ConfigError(f"setting 'n_fresh' ({self.n_fresh}) must be a multiple of 'rewrites_per_prompt' "
                               f"({self.rewrites_per_prompt}): each rewrite gets the same number of answers")
+        if not (math.isfinite(self.train_time_limit_minutes) and self.train_time_limit_minutes >= 0):
+            raise ConfigError(f"setting 'train_time_limit_minutes' must be >= 0, got {self.train_time_limit_minutes}")
         if not 0 <= self.identity_prior < 1:
             raise ConfigError(f"setting 'identity_prior' must be in [0, 1), got {self.identity_prior}")
         for name in ("prompter_recipe", "oracle_recipe"):
@@ -123,5 +128,8 @@ class OveroptConfig:
     @property
     def steps_measured(self) -> list[int]:
         """0 (the start), every ``checkpoint_every`` steps, and the last step."""
-        return sorted({0, *range(self.checkpoint_every, self.train_steps + 1, self.checkpoint_every),
-                       self.train_steps})
+        return self.steps_measured_up_to(self.train_steps)
+
+    def steps_measured_up_to(self, reached: int) -> list[int]:
+        """The measured steps of a run that reached step ``reached`` (its time limit may have stopped it early)."""
+        return sorted({0, *range(self.checkpoint_every, reached + 1, self.checkpoint_every), reached})

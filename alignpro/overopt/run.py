@@ -118,7 +118,7 @@ def train_values(cfg: OveroptConfig, role: str, n: int) -> dict[str, Any]:
     values = {**load_yaml(recipe), "reward": f"rm:{proxy_dir(cfg, n)}", "prompts": cfg.train_prompts,
               "steps": cfg.train_steps, "save_every": cfg.checkpoint_every, "keep_checkpoints": cfg.train_steps,
               "out": str(train_dir(cfg, role, n)), "seed": cfg.seed, "target": cfg.target, "progress": cfg.progress,
-              "num_threads": cfg.num_threads}
+              "num_threads": cfg.num_threads, "time_limit_minutes": cfg.train_time_limit_minutes}
     gen = cfg.answer_gen
     if role == "prompter":
         values.update(prompter=cfg.prompter, answer_max_new_tokens=gen.max_new_tokens,
@@ -129,6 +129,13 @@ def train_values(cfg: OveroptConfig, role: str, n: int) -> dict[str, Any]:
     if values.get("role") != role:
         raise AlignProError(f"setting '{role}_recipe': {recipe} trains role '{values.get('role')}', not '{role}'")
     return values
+
+
+def reached_step(run: Path) -> int:
+    """The step a finished training run reached (its time limit may have ended it before ``steps``)."""
+    from alignpro.train.policy import TRAIN_INFO
+
+    return int(json.loads((run / "final" / TRAIN_INFO).read_text())["steps"])
 
 
 def stage_train(cfg: OveroptConfig, role: str, n: int) -> Path:
@@ -305,6 +312,7 @@ class OveroptResult:
     summaries: list[dict[str, Any]]
     proxies: dict[str, dict[str, Any]]  #: label -> the proxy's held-out measures and data
     no_ft: dict[str, float]  #: π_F on x at the study's sampling (the oracle's step 0)
+    stopped_early: dict[str, int]  #: training run -> the step it reached, for runs its time limit ended early
 
 
 def plot(result: OveroptResult, path: Path) -> Path:
@@ -354,7 +362,10 @@ def report_markdown(cfg: OveroptConfig, result: OveroptResult) -> str:
              f"{cfg.answer_temperature}, top_p {cfg.answer_top_p}, top_k {cfg.answer_top_k}, ≤ "
              f"{cfg.answer_max_new_tokens} tokens. no_ft (π_F on x): gold {result.no_ft['gold']:.3f} ± "
              f"{result.no_ft['gold_stderr']:.3f}. Standard errors are over prompts; gains are paired by prompt "
-             "against the method's start (ρ_sft at λ = ∞, or step 0).", "", "## Proxies", "",
+             "against the method's start (ρ_sft at λ = ∞, or step 0)." + "".join(
+                 f" Run `{name}` was stopped by its time limit ({cfg.train_time_limit_minutes:g} min) after step "
+                 f"{steps} of {cfg.train_steps}: it is measured up to step {steps}." for name, steps in
+                 result.stopped_early.items()), "", "## Proxies", "",
              "| proxy | training pairs | held-out pairs | held-out accuracy | eq (1) loss |", "|---|---|---|---|---|"]
     for label, rec in result.proxies.items():
         h = rec["heldout"]
@@ -410,13 +421,14 @@ def run_overopt(cfg: OveroptConfig, *, target: Any = None, prompter: Any = None)
     print(f"alignpro overopt: stage 4: measuring on {len(records)} prompts of {cfg.eval_prompts}", flush=True)
     pool = measure_pool(cfg, records, target, prompter, scorers)
     measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    reached = {key: reached_step(path) for key, path in runs.items()}
     for role in ("prompter", "oracle"):
         first = runs[(role, cfg.n_pairs[0])]
         start = measure_checkpoint(cfg, role, first, 0, records, target, scorers, f"{role}-start")
         for n in cfg.n_pairs:
             measured[(role, n)] = [start] + [
                 measure_checkpoint(cfg, role, runs[(role, n)], s, records, target, scorers, f"{role}-{n}-step-{s}")
-                for s in cfg.steps_measured if s > 0]
+                for s in cfg.steps_measured_up_to(reached[(role, n)]) if s > 0]
 
     # ---- stage 5
     points: list[CurvePoint] = []
@@ -436,9 +448,11 @@ def run_overopt(cfg: OveroptConfig, *, target: Any = None, prompter: Any = None)
     proxies = {labels[n]: {"n_pairs_setting": n, "train_pairs": rm_records[n]["data"]["train_pairs"],
                            "heldout": rm_records[n]["heldout"], "folder": str(proxy_dir(cfg, n))}
                for n in cfg.n_pairs}
-    result = OveroptResult(run, points, summaries, proxies, no_ft)
+    stopped = {f"{role}-{n}": steps for (role, n), steps in reached.items() if steps < cfg.train_steps}
+    result = OveroptResult(run, points, summaries, proxies, no_ft, stopped)
     atomic_write_text(run / "overopt.json", json.dumps({
         "config": config_to_dict(cfg), "no_ft": no_ft, "proxies": proxies, "summaries": summaries,
+        "runs_stopped_early": stopped,
         "points": [p.to_dict() for p in points]}, indent=1, default=str) + "\n")
     atomic_write_text(run / "overopt.md", report_markdown(cfg, result))
     plot(result, run / "overopt.png")
