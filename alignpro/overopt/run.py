@@ -34,7 +34,7 @@ from alignpro.errors import AlignProError
 from alignpro.fileio import atomic_write_text
 from alignpro.method import candidate_log_prior
 from alignpro.overopt.config import OveroptConfig
-from alignpro.overopt.curves import CurvePoint, closed_form_curve, make_point, summarise_curve
+from alignpro.overopt.curves import CurvePoint, closed_form_curve, make_point, stderr, summarise_curve
 
 PAIRS = "pairs-train.jsonl"
 MEASURE = "measure"
@@ -443,8 +443,7 @@ def run_overopt(cfg: OveroptConfig, *, target: Any = None, prompter: Any = None)
             summaries.append(summarise_curve(curves[method]).to_dict())
     start = measured[("oracle", cfg.n_pairs[0])][0]
     no_ft_gold = _per_prompt(start["scores"][GOLD], len(records))
-    no_ft = {"gold": float(no_ft_gold.mean()),
-             "gold_stderr": float(no_ft_gold.std(ddof=1) / np.sqrt(len(no_ft_gold))) if len(no_ft_gold) > 1 else 0.0}
+    no_ft = {"gold": float(no_ft_gold.mean()), "gold_stderr": stderr(no_ft_gold)}
     proxies = {labels[n]: {"n_pairs_setting": n, "train_pairs": rm_records[n]["data"]["train_pairs"],
                            "heldout": rm_records[n]["heldout"], "folder": str(proxy_dir(cfg, n))}
                for n in cfg.n_pairs}
