@@ -64,8 +64,21 @@ def test_summarise_curve_finds_the_peak_and_the_loss_per_nat() -> None:
     assert (s.start_gold, s.peak_setting, s.last_setting) == (0.3, "step 4", "step 8")
     assert s.gold_drop_after_peak == pytest.approx(0.1) and s.kl_after_peak == pytest.approx(2.0)
     assert s.gold_lost_per_nat == pytest.approx(0.05)
+    assert s.gold_drop_stderr == 0.0 and s.gold_lost_per_nat_stderr == 0.0  # both prompts dropped by 0.1
     rising = summarise_curve([_pt("step 0", 0.0, 0.3), _pt("step 4", 1.0, 0.5)])
     assert rising.peak_setting == "step 4" and rising.gold_lost_per_nat is None
+
+
+def test_the_drop_after_the_peak_is_paired_by_prompt() -> None:
+    def point(setting: str, kl: float, gold: list[float]) -> CurvePoint:
+        return make_point("oracle", "N=1", setting, np.full(3, kl), np.array(gold), np.zeros(3), np.zeros(3), 6)
+
+    s = summarise_curve([point("step 0", 0.0, [0.2, 0.4, 0.6]), point("step 4", 0.5, [0.5, 0.5, 0.8]),
+                         point("step 8", 1.5, [0.3, 0.5, 0.5])])
+    diffs = np.array([0.2, 0.0, 0.3])  # peak (step 4) − last (step 8), prompt by prompt
+    assert s.peak_setting == "step 4" and s.gold_drop_after_peak == pytest.approx(diffs.mean())
+    assert s.gold_drop_stderr == pytest.approx(diffs.std(ddof=1) / math.sqrt(3))
+    assert s.gold_lost_per_nat_stderr == pytest.approx(s.gold_drop_stderr / 1.0)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -175,10 +188,11 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
     assert len(report["summaries"]) == 6 and (out / "overopt.png").stat().st_size > 0
     assert "Where each curve peaks" in (out / "overopt.md").read_text()
     # the gold in the report is the gold of the measured answers
-    start = json.loads((out / "measure" / "oracle-start.json").read_text())
-    flat = [y for row in start["answers"] for y in row]
-    assert start["scores"]["gold"] == pytest.approx(length_gold([""] * len(flat), flat))
-    no_ft = np.mean([np.mean(length_gold([""] * len(row), row)) for row in start["answers"]])
+    start = json.loads((out / "measure" / "oracle-start.json").read_text())["prompts"]
+    assert len(start) == 3
+    for entry in start.values():
+        assert entry["scores"]["gold"] == pytest.approx(length_gold([""] * 2, entry["answers"]))
+    no_ft = np.mean([np.mean(length_gold([""] * 2, e["answers"])) for e in start.values()])
     assert result.no_ft["gold"] == pytest.approx(no_ft)
 
     # a rerun skips every stage and measures nothing again: the same points
@@ -188,3 +202,22 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
     # another setting of a done stage is refused, naming it
     with pytest.raises(AlignProError, match=r"\['answers_per_prompt'\] differ"):
         run_overopt(build_config(OveroptConfig, _values(tiny, out, answers_per_prompt=4)))
+    with pytest.raises(AlignProError, match=r"closed-form-pool.json was made with other settings \(\['n_fresh'\]"):
+        run_overopt(build_config(OveroptConfig, _values(tiny, out, n_fresh=4)))
+
+    # more eval prompts measure only the new ones; the measured entries are kept as they are
+    files = sorted((out / "measure").glob("*.json"))
+    before = {f.name: json.loads(f.read_text())["prompts"] for f in files}
+    more = run_overopt(build_config(OveroptConfig, _values(tiny, out, n_eval_prompts=5)))
+    torch.set_num_threads(threads)
+    assert all(p.n_prompts == 5 for p in more.points)
+    for f in files:
+        after = json.loads(f.read_text())["prompts"]
+        assert len(after) == len(set(after) | set(before[f.name])) and len(set(after) - set(before[f.name])) >= 2
+        assert all(after[i] == entry for i, entry in before[f.name].items())
+    # fewer read a subset, measuring nothing
+    grown = {f.name: f.read_text() for f in files}
+    fewer = run_overopt(build_config(OveroptConfig, _values(tiny, out, n_eval_prompts=2)))
+    torch.set_num_threads(threads)
+    assert all(p.n_prompts == 2 for p in fewer.points)
+    assert {f.name: f.read_text() for f in files} == grown

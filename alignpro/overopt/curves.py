@@ -12,7 +12,7 @@ selection bias. Its KL is the exact KL(ρ*_λ ‖ ρ_sft) on the candidate suppo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -43,6 +43,7 @@ class CurvePoint:
     gold_gain_stderr: float
     n_prompts: int
     n_answers: int  #: fresh answers behind the point (all prompts)
+    gold_by_prompt: tuple[float, ...] = field(default=(), repr=False)  #: (P,) in eval-prompt order, for pairing
 
     @property
     def sqrt_kl(self) -> float:
@@ -59,7 +60,7 @@ def make_point(method: str, proxy: str, setting: str, kl: np.ndarray, gold: np.n
     gain = gold - gold_start
     return CurvePoint(method, proxy, setting, float(kl.mean()), stderr(kl), float(gold.mean()), stderr(gold),
                       float(proxy_reward.mean()), stderr(proxy_reward), float(gain.mean()), stderr(gain),
-                      len(gold), n_answers)
+                      len(gold), n_answers, tuple(float(g) for g in gold))
 
 
 def closed_form_curve(proxy: str, lams: Sequence[float], r_hat_proxy: np.ndarray, log_prior: np.ndarray,
@@ -94,15 +95,20 @@ class CurveSummary:
     last_gold: float
     last_gold_stderr: float
     gold_drop_after_peak: float  #: peak gold − last gold (≥ 0)
+    gold_drop_stderr: float  #: over prompts, paired (the peak and the last point are measured on the same prompts)
     kl_after_peak: float  #: last KL − peak KL (nats)
     gold_lost_per_nat: float | None  #: drop / KL after the peak; None when the peak is the last point
+    gold_lost_per_nat_stderr: float | None  #: the drop's standard error / KL after the peak (KL taken as known)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def summarise_curve(points: Sequence[CurvePoint]) -> CurveSummary:
-    """Peak (highest mean gold) and last (largest KL) point of one curve; the gold lost per nat between them."""
+    """Peak (highest mean gold) and last (largest KL) point of one curve; the gold lost per nat between them.
+
+    The peak is the best of several noisy points, so its gold (and the drop after it) leans high; the drop's
+    standard error is that of the paired per-prompt difference and does not include this selection."""
     if not points:
         raise ValueError("summarise_curve: no points")
     by_kl = sorted(points, key=lambda p: p.kl)
@@ -110,7 +116,10 @@ def summarise_curve(points: Sequence[CurvePoint]) -> CurveSummary:
     peak = max(by_kl, key=lambda p: p.gold)
     kl_after = last.kl - peak.kl
     drop = peak.gold - last.gold
+    paired = np.asarray(peak.gold_by_prompt, dtype=float) - np.asarray(last.gold_by_prompt, dtype=float)
+    drop_se = stderr(paired) if paired.size else 0.0
     per_nat = drop / kl_after if kl_after > 0 else None
+    per_nat_se = drop_se / kl_after if kl_after > 0 else None
     return CurveSummary(points[0].method, points[0].proxy, start.gold, peak.setting, peak.sqrt_kl, peak.gold,
-                        peak.gold_stderr, last.setting, last.sqrt_kl, last.gold, last.gold_stderr, drop, kl_after,
-                        per_nat)
+                        peak.gold_stderr, last.setting, last.sqrt_kl, last.gold, last.gold_stderr, drop, drop_se,
+                        kl_after, per_nat, per_nat_se)

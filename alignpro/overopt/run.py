@@ -139,7 +139,8 @@ def reached_step(run: Path) -> int:
 
 
 def stage_train(cfg: OveroptConfig, role: str, n: int) -> Path:
-    """Stage 3: ``role`` trained on proxy N (resumed if interrupted, skipped if done)."""
+    """Stage 3: ``role`` trained on proxy N (skipped if done; resumed if interrupted or if its time limit stopped
+    it before ``train_steps``, so each run of the study trains it for up to another time limit)."""
     from alignpro.train.config import RESUMABLE_CHANGES, TrainConfig
     from alignpro.train.loop import CONFIG, train
     from alignpro.train.policy import TRAIN_INFO
@@ -148,9 +149,9 @@ def stage_train(cfg: OveroptConfig, role: str, n: int) -> Path:
     if (run / CONFIG).is_file():
         _check_same(load_yaml(run / CONFIG), config_to_dict(build_config(TrainConfig, values)),
                     (*RESUMABLE_CHANGES, "resume", "out"), run / CONFIG)
-        if (run / "final" / TRAIN_INFO).is_file():
+        if (run / "final" / TRAIN_INFO).is_file() and reached_step(run) >= cfg.train_steps:
             return run
-        values["resume"] = str(run)
+        values["resume"] = str(run)  # interrupted, or stopped by its time limit: it continues
     train(build_config(TrainConfig, values))
     return run
 
@@ -166,14 +167,23 @@ class Scorers:
 
     rewards: dict[str, Any]  #: GOLD and each proxy label -> RewardModel
 
-    def score(self, originals: Sequence[str], answers: Sequence[str], have: dict[str, list] | None = None,
-              ) -> dict[str, list[float]]:
-        """Every reward's scores; those already in ``have`` are kept (a cached measurement gains new proxies)."""
-        have = dict(have or {})
+    def fill(self, entries: Sequence[dict[str, Any]], originals: Sequence[str]) -> bool:
+        """Score each entry's ``answers`` (a nested list; entry i answers ``originals[i]``) with every reward the
+        entry has no ``scores`` of yet: a new entry, or a proxy added after it was measured. True if any was."""
+        scored = False
         for name, reward in self.rewards.items():
-            if name not in have:
-                have[name] = [float(s) for s in reward.score(list(originals), list(answers))]
-        return have
+            todo = [(e, x) for e, x in zip(entries, originals) if name not in e["scores"]]
+            if not todo:
+                continue
+            shaped = [np.asarray(e["answers"], dtype=object) for e, _ in todo]
+            got = np.asarray(reward.score([x for (_, x), a in zip(todo, shaped) for _ in range(a.size)],
+                                          [str(y) for a in shaped for y in a.ravel()]), dtype=float)
+            at = 0
+            for (e, _), a in zip(todo, shaped):
+                e["scores"][name] = got[at:at + a.size].reshape(a.shape).tolist()
+                at += a.size
+            scored = True
+        return scored
 
 
 def _save(path: Path, data: dict[str, Any]) -> None:
@@ -181,100 +191,108 @@ def _save(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
 
 
+#: the settings a measurement file depends on (a file made with others is refused, naming them)
+_POOL_SETTINGS = ("seed", "target", "prompter", "k", "m", "n_fresh", "identity_prior", "answer_max_new_tokens",
+                  "answer_temperature", "answer_top_p", "answer_top_k", "prompter_recipe")
+_CHECKPOINT_SETTINGS = ("seed", "target", "n_fresh", "rewrites_per_prompt", "answer_max_new_tokens",
+                        "answer_temperature", "answer_top_p", "answer_top_k")
+
+
+def _open_measurement(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """A measurement file: ``settings`` and one entry per eval prompt id (``prompts``), so a larger (or another)
+    ``n_eval_prompts`` measures only the prompts not there yet, and a smaller one reads a subset."""
+    if not path.is_file():
+        return {"settings": settings, "prompts": {}}
+    got = json.loads(path.read_text())
+    if "prompts" not in got or "settings" not in got:
+        raise AlignProError(f"{path} is not a measurement file of this version; delete it to measure again")
+    _check_same(got["settings"], settings, (), path)
+    return got
+
+
+def _selected(entries: dict[str, dict[str, Any]], records: Sequence[PromptRecord], names: Sequence[str],
+              ) -> dict[str, Any]:
+    """The eval prompts' entries in ``records`` order: their ids, every reward's scores and the KL samples."""
+    rows = [entries[r.id] for r in records]
+    out: dict[str, Any] = {"ids": [r.id for r in records],
+                           "scores": {name: [e["scores"][name] for e in rows] for name in names}}
+    if rows and "kl_k3" in rows[0]:
+        out["kl_k3"] = [e["kl_k3"] for e in rows]
+    return out
+
+
 def measure_pool(cfg: OveroptConfig, records: list[PromptRecord], target: Any, prompter: Any,
                  scorers: Scorers) -> dict[str, Any]:
     """The closed form's pool: K rewrites of ρ_sft + x per prompt, m + n_fresh answers each, every answer scored.
-    Written after each chunk of prompts (a rerun continues)."""
+    One entry per prompt id, written after each chunk of prompts (a rerun continues; more prompts extend it)."""
     from tqdm.auto import tqdm
 
     path = Path(cfg.out) / MEASURE / POOL
-    pool: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    if pool and pool.get("ids") != [r.id for r in records][:len(pool["ids"])]:
-        raise AlignProError(f"{path} was measured on other prompts; delete it to measure again")
-    pool.setdefault("ids", [])
-    pool.setdefault("candidates", [])
-    pool.setdefault("answers", [])
-    pool.setdefault("scores", {})
+    pool = _open_measurement(path, {k: getattr(cfg, k) for k in _POOL_SETTINGS})
+    entries: dict[str, dict[str, Any]] = pool["prompts"]
+    todo = [r for r in records if r.id not in entries]
     n_ans = cfg.m + cfg.n_fresh
     per_call = max(1, cfg.batch_size // (cfg.k + 1))  # prompts per chunk: ~batch_size candidates, n answers each
-    bar = tqdm(total=len(records), initial=len(pool["ids"]), desc="closed-form pool", unit="prompt",
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="closed-form pool", unit="prompt",
                disable=not cfg.progress, dynamic_ncols=True)
-    for a in range(len(pool["ids"]), len(records), per_call):
-        chunk = records[a:a + per_call]
-        sets = prompter.rewrite([r.text for r in chunk], cfg.k, seed=cfg.seed + _POOL_SEED + a)
+    for a in range(0, len(todo), per_call):
+        chunk, offset = todo[a:a + per_call], len(entries)  # seeds follow the entries already measured
+        sets = prompter.rewrite([r.text for r in chunk], cfg.k, seed=cfg.seed + _POOL_SEED + offset)
         cands = [([r.text] if cfg.identity_prior > 0 else []) + s.texts for r, s in zip(chunk, sets)]
         c = len(cands[0])
         flat = [x for row in cands for x in row]
         systems = [r.system for r in chunk for _ in range(c)]
-        rows = target.answer(flat, n=n_ans, seed=cfg.seed + _POOL_SEED + 500_000 + a, systems=systems)
+        rows = target.answer(flat, n=n_ans, seed=cfg.seed + _POOL_SEED + 500_000 + offset, systems=systems)
         texts = [[y.text for y in row] for row in rows]  # (b·C, m + n_fresh)
-        originals = [r.text for r in chunk for _ in range(c) for _ in range(n_ans)]
-        scores = scorers.score(originals, [y for row in texts for y in row])
-        size = c * n_ans
         for i, r in enumerate(chunk):
-            pool["ids"].append(r.id)
-            pool["candidates"].append(cands[i])
-            pool["answers"].append(texts[i * c:(i + 1) * c])
-            for name, s in scores.items():
-                pool["scores"].setdefault(name, []).append(
-                    np.asarray(s[i * size:(i + 1) * size]).reshape(c, n_ans).tolist())
+            entries[r.id] = {"candidates": cands[i], "answers": texts[i * c:(i + 1) * c], "scores": {}}
+        scorers.fill([entries[r.id] for r in chunk], [r.text for r in chunk])
         _save(path, pool)
         bar.update(len(chunk))
     bar.close()
-    missing = [name for name in scorers.rewards if name not in pool["scores"]]
-    if missing:  # a proxy added after the pool was measured: score the same answers
-        originals = [r.text for r, row in zip(records, pool["answers"]) for cand in row for _ in cand]
-        flat = [y for row in pool["answers"] for cand in row for y in cand]
-        got = scorers.score(originals, flat, {k: [] for k in pool["scores"]})
-        shape = np.asarray(pool["scores"][GOLD]).shape
-        for name in missing:
-            pool["scores"][name] = np.asarray(got[name]).reshape(shape).tolist()
+    if scorers.fill([entries[r.id] for r in records], [r.text for r in records]):  # a proxy added later
         _save(path, pool)
-    return pool
+    return _selected(entries, records, list(scorers.rewards))
 
 
 def measure_checkpoint(cfg: OveroptConfig, role: str, run: Path, step: int, records: list[PromptRecord],
                        target: Any, scorers: Scorers, name: str) -> dict[str, Any]:
-    """A checkpoint's samples on the eval prompts with their KL, π_F's answers (prompter) and every score; cached
-    in ``RUN/measure/<name>.json``."""
+    """A checkpoint's samples on the eval prompts with their KL, π_F's answers (prompter) and every score; one
+    entry per prompt id in ``RUN/measure/<name>.json`` (more prompts extend it)."""
     from alignpro.overopt.policies import CheckpointPolicy
     from alignpro.templates import load_rewrite_template
 
     path = Path(cfg.out) / MEASURE / f"{name}.json"
-    if path.is_file():
-        got = json.loads(path.read_text())
-        if got["ids"] != [r.id for r in records]:
-            raise AlignProError(f"{path} was measured on other prompts; delete it to measure again")
-        if all(k in got["scores"] for k in scorers.rewards):
-            return got
-        originals = [r.text for r, row in zip(records, got["answers"]) for _ in row]
-        got["scores"] = scorers.score(originals, [y for row in got["answers"] for y in row], got["scores"])
+    got = _open_measurement(path, {"role": role, "run": str(run), "step": step,
+                                   **{k: getattr(cfg, k) for k in _CHECKPOINT_SETTINGS}})
+    entries: dict[str, dict[str, Any]] = got["prompts"]
+    todo = [r for r in records if r.id not in entries]
+    if todo:
+        t0, offset = time.perf_counter(), len(entries)  # seeds follow the entries already measured
+        policy = CheckpointPolicy(run, step, device=cfg.torch_device)
+        seed = cfg.seed + _CHECKPOINT_SEED + offset
+        rewrites: list[list[str]] | None = None
+        if role == "prompter":
+            r_n = cfg.rewrites_per_prompt
+            samples = policy.sample(todo, r_n, seed=seed, batch_size=cfg.batch_size)
+            template = load_rewrite_template(policy.cfg.template)
+            shown = [template.parse(raw, rec.text)[0] for rec, row in zip(todo, samples.texts) for raw in row]
+            rows = target.answer(shown, n=cfg.n_fresh // r_n, seed=cfg.seed + _ANSWER_SEED + offset,
+                                 systems=[rec.system for rec in todo for _ in range(r_n)])
+            answers = [[y.text for j in range(r_n) for y in rows[i * r_n + j]] for i in range(len(todo))]
+            rewrites = [shown[i * r_n:(i + 1) * r_n] for i in range(len(todo))]
+        else:
+            samples = policy.sample(todo, cfg.n_fresh, seed=seed, batch_size=cfg.batch_size)
+            answers = samples.texts
+        del policy
+        for i, r in enumerate(todo):
+            entries[r.id] = {"kl": samples.kl[i].tolist(), "kl_k3": samples.kl_k3[i].tolist(),
+                             "rewrites": None if rewrites is None else rewrites[i], "answers": answers[i],
+                             "scores": {}}
+        got["seconds"] = got.get("seconds", 0.0) + time.perf_counter() - t0
+    if scorers.fill([entries[r.id] for r in records], [r.text for r in records]) or todo:
         _save(path, got)
-        return got
-    t0 = time.perf_counter()
-    policy = CheckpointPolicy(run, step, device=cfg.torch_device)
-    seed = cfg.seed + _CHECKPOINT_SEED
-    if role == "prompter":
-        r_n = cfg.rewrites_per_prompt
-        samples = policy.sample(records, r_n, seed=seed, batch_size=cfg.batch_size)
-        template = load_rewrite_template(policy.cfg.template)
-        shown = [template.parse(raw, rec.text)[0] for rec, row in zip(records, samples.texts) for raw in row]
-        per = cfg.n_fresh // r_n
-        rows = target.answer(shown, n=per, seed=cfg.seed + _ANSWER_SEED,
-                             systems=[rec.system for rec in records for _ in range(r_n)])
-        answers = [[y.text for j in range(r_n) for y in rows[i * r_n + j]] for i in range(len(records))]
-        rewrites = [shown[i * r_n:(i + 1) * r_n] for i in range(len(records))]
-    else:
-        samples = policy.sample(records, cfg.n_fresh, seed=seed, batch_size=cfg.batch_size)
-        answers, rewrites = samples.texts, None
-    del policy
-    originals = [r.text for r, row in zip(records, answers) for _ in row]
-    got = {"role": role, "run": str(run), "step": step, "ids": [r.id for r in records],
-           "kl": samples.kl.tolist(), "kl_k3": samples.kl_k3.tolist(), "rewrites": rewrites, "answers": answers,
-           "scores": scorers.score(originals, [y for row in answers for y in row]),
-           "seconds": time.perf_counter() - t0}
-    _save(path, got)
-    return got
+    return {"step": step, **_selected(entries, records, list(scorers.rewards))}
 
 
 def _per_prompt(values: list[float], n_prompts: int) -> np.ndarray:
@@ -289,7 +307,7 @@ def checkpoint_points(method: str, proxy: str, measured: list[dict[str, Any]]) -
     start = _per_prompt(measured[0]["scores"][GOLD], P)
     return [make_point(method, proxy, f"step {m['step']}", np.asarray(m["kl_k3"]).mean(axis=1),
                        _per_prompt(m["scores"][GOLD], P), _per_prompt(m["scores"][proxy], P), start,
-                       len(m["scores"][GOLD])) for m in measured]
+                       int(np.asarray(m["scores"][GOLD]).size)) for m in measured]
 
 
 def pool_points(cfg: OveroptConfig, proxy: str, pool: dict[str, Any]) -> list[CurvePoint]:
@@ -356,6 +374,10 @@ def _f(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _pm(v: float | None, se: float | None) -> str:
+    return "—" if v is None else f"{v:.3f} ± {_f(se)}"
+
+
 def report_markdown(cfg: OveroptConfig, result: OveroptResult) -> str:
     lines = [f"# Over-optimisation: gold `{cfg.gold}` vs Bradley–Terry proxies", "",
              f"Eval prompts: {result.points[0].n_prompts} of `{cfg.eval_prompts}`; π_F `{cfg.target}` at temperature "
@@ -378,9 +400,11 @@ def report_markdown(cfg: OveroptConfig, result: OveroptResult) -> str:
         lines.append(f"| {s['proxy']} | {s['method']} | {_f(s['start_gold'])} | {s['peak_setting']} | "
                      f"{_f(s['peak_sqrt_kl'], 2)} | {_f(s['peak_gold'])} ± {_f(s['peak_gold_stderr'])} | "
                      f"{s['last_setting']} | {_f(s['last_sqrt_kl'], 2)} | {_f(s['last_gold'])} ± "
-                     f"{_f(s['last_gold_stderr'])} | {_f(s['gold_drop_after_peak'])} | {_f(s['kl_after_peak'], 2)} "
-                     f"| {_f(s['gold_lost_per_nat'])} |")
-    lines += ["", "## Every point", "",
+                     f"{_f(s['last_gold_stderr'])} | {_pm(s['gold_drop_after_peak'], s['gold_drop_stderr'])} | "
+                     f"{_f(s['kl_after_peak'], 2)} | {_pm(s['gold_lost_per_nat'], s['gold_lost_per_nat_stderr'])} |")
+    lines += ["", "The peak is the best of a few noisy points, so its gold and the drop after it lean high; the "
+              "drop's ± is the paired per-prompt standard error (the peak and the last point share their prompts) "
+              "and leaves that selection out. KL after the peak is taken as known.", "", "## Every point", "",
               "| proxy | method | setting | KL | √KL | gold | Δ gold vs start | proxy r_φ | prompts | answers |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for p in result.points:
