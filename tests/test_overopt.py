@@ -161,9 +161,17 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
 
     threads = torch.get_num_threads()
     out = tmp_path / "overopt"
+    # first under a time limit that stops every training run after its first step: measured up to step 1
+    hurried = run_overopt(build_config(OveroptConfig, _values(tiny, out, train_time_limit_minutes=1e-9)))
+    torch.set_num_threads(threads)
+    assert hurried.stopped_early == {"prompter-4": 1, "oracle-4": 1, "prompter-6": 1, "oracle-6": 1}
+    assert sorted({p.setting for p in hurried.points if p.method == "oracle"}) == ["step 0", "step 1"]
+    assert "stopped by its time limit" in (out / "overopt.md").read_text()
+    # run again without it: the stopped runs resume to train_steps
     cfg = build_config(OveroptConfig, _values(tiny, out))
     result = run_overopt(cfg)
     torch.set_num_threads(threads)
+    assert result.stopped_early == {}
 
     # stages 1-3 wrote their folders; every checkpoint was kept
     assert (out / "pairs-train.jsonl").is_file() and json.loads((out / "pairs-train.label.json").read_text())["complete"]

@@ -25,7 +25,8 @@ class OveroptConfig:
     gold: str = setting("ifeval", "the gold reward r* (labels the pairs, and is what the curves measure)")
     train_prompts: str = setting("builtin-ifeval:train", "prompts of the pairs and of the training runs")
     eval_prompts: str = setting("builtin-ifeval:eval", "prompts of the measurement (never trained or tuned on)")
-    n_eval_prompts: int = setting(64, "a seeded sample of N eval prompts (0 = all)")
+    n_eval_prompts: int = setting(64, "a seeded sample of N eval prompts (0 = all); a larger N "
+                                                 "later measures only the prompts not measured yet")
     target: str = setting("smollm2", "π_F: answers everything; the oracle starts from it")
     prompter: str = setting("smollm2", "ρ_sft: the closed form's proposal; the trained prompter starts from it")
 
@@ -66,7 +67,8 @@ class OveroptConfig:
     checkpoint_every: int = setting(4, "measure a checkpoint every N steps (and step 0, the start)")
     train_time_limit_minutes: float = setting(0.0, "stop each training run cleanly after the first step past this "
                                                    "many minutes (0 = none); a run that stopped early is measured "
-                                                   "up to the step it reached, and the report says so")
+                                                   "up to the step it reached, and the report says so; running the "
+                                                   "study again continues it")
 
     # ---- measurement
     n_fresh: int = setting(4, "fresh answers per candidate (closed form) and per prompt (oracle) that are measured")
