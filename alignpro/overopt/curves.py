@@ -117,7 +117,7 @@ def summarise_curve(points: Sequence[CurvePoint]) -> CurveSummary:
     kl_after = last.kl - peak.kl
     drop = peak.gold - last.gold
     paired = np.asarray(peak.gold_by_prompt, dtype=float) - np.asarray(last.gold_by_prompt, dtype=float)
-    drop_se = stderr(paired) if paired.size else 0.0
+    drop_se = stderr(paired)  # 0 when the points carry no per-prompt gold
     per_nat = drop / kl_after if kl_after > 0 else None
     per_nat_se = drop_se / kl_after if kl_after > 0 else None
     return CurveSummary(points[0].method, points[0].proxy, start.gold, peak.setting, peak.sqrt_kl, peak.gold,

@@ -212,13 +212,9 @@ def _open_measurement(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 def _selected(entries: dict[str, dict[str, Any]], records: Sequence[PromptRecord], names: Sequence[str],
               ) -> dict[str, Any]:
-    """The eval prompts' entries in ``records`` order: their ids, every reward's scores and the KL samples."""
+    """The eval prompts' entries in ``records`` order: their ids and every reward's scores."""
     rows = [entries[r.id] for r in records]
-    out: dict[str, Any] = {"ids": [r.id for r in records],
-                           "scores": {name: [e["scores"][name] for e in rows] for name in names}}
-    if rows and "kl_k3" in rows[0]:
-        out["kl_k3"] = [e["kl_k3"] for e in rows]
-    return out
+    return {"ids": [r.id for r in records], "scores": {name: [e["scores"][name] for e in rows] for name in names}}
 
 
 def measure_pool(cfg: OveroptConfig, records: list[PromptRecord], target: Any, prompter: Any,
@@ -292,7 +288,8 @@ def measure_checkpoint(cfg: OveroptConfig, role: str, run: Path, step: int, reco
         got["seconds"] = got.get("seconds", 0.0) + time.perf_counter() - t0
     if scorers.fill([entries[r.id] for r in records], [r.text for r in records]) or todo:
         _save(path, got)
-    return {"step": step, **_selected(entries, records, list(scorers.rewards))}
+    return {"step": step, "kl_k3": [entries[r.id]["kl_k3"] for r in records],
+            **_selected(entries, records, list(scorers.rewards))}
 
 
 def _per_prompt(values: list[float], n_prompts: int) -> np.ndarray:
