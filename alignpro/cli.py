@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rewrite": ("alignpro.quick", "rewrite one prompt with a prompter"),
     "answer": ("alignpro.quick", "answer one prompt with a target (optionally through a prompter)"),
     "score": ("alignpro.quick", "score one (prompt, answer) pair with a reward"),
+    "sft": ("alignpro.train.sft", "supervised fine-tuning of the prompter on demonstrated rewrites (the paper's ρ_sft)"),
     "train": ("alignpro.train.cli", "train the prompter (eq 9) or the RLHF oracle (eq 2) with PPO/RLOO/GRPO"),
     "evaluate": ("alignpro.evaluate.cli", "the paper's evaluation grid: arms x datasets x pairs, judged win rates"),
     "serve": ("alignpro.serve", "an OpenAI-compatible server: prompter rewrites, target answers"),

@@ -133,8 +133,9 @@ def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationC
     from alignpro.templates import load_rewrite_template
 
     tpl = load_rewrite_template(template)
-    return kind.prompter_class()(load_causal_lm(ms, batch_size=batch_size), tpl, gen or DEFAULT_REWRITE_CONFIG,
-                                 name=spec)
+    if gen is None:
+        gen = DEFAULT_REWRITE_CONFIG.with_(max_new_tokens=tpl.max_new_tokens or DEFAULT_REWRITE_CONFIG.max_new_tokens)
+    return kind.prompter_class()(load_causal_lm(ms, batch_size=batch_size), tpl, gen, name=spec)
 
 
 # ---------------------------------------------------------------------------------------------------------------

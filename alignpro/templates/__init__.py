@@ -8,7 +8,9 @@ A rewrite template is a YAML file with keys:
 - ``strip_prefixes``: optional labels the model may put before its rewrite ("Rewritten prompt:");
 - ``compose``: how x′ is built from the parsed output and x: ``"{rewrite}"`` (default: the output IS x′) or, e.g.,
   ``"{rewrite} {prompt}"`` (the LM writes a framing and x follows verbatim, so the intent is kept by construction);
-- ``max_chars``: optional cap on the parsed output's length (longer → not a rewrite).
+- ``max_chars``: optional cap on the parsed output's length (longer → not a rewrite);
+- ``max_new_tokens``: optional budget of the prompter's output when no generation config is given (0 = the
+  default :data:`alignpro.specs.DEFAULT_REWRITE_CONFIG`'s).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class RewriteTemplate:
     max_chars_ratio: float = 6.0  #: a "rewrite" longer than this × the prompt is an answer, not a prompt
     compose: str = "{rewrite}"  #: x′ from the parsed output and the original prompt
     max_chars: int = 0  #: cap on the parsed output's length (0 = only ``max_chars_ratio``)
+    max_new_tokens: int = 0  #: the prompter's output budget under this template (0 = the default config's)
     source: str = ""
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -109,5 +112,6 @@ def load_rewrite_template(name_or_path: str = DEFAULT_REWRITE_TEMPLATE) -> Rewri
         raise AlignProError(f"rewrite template '{source}': 'compose' must contain '{{rewrite}}'")
     return RewriteTemplate(system=str(data["system"]), user=user, examples=tuple(examples),
                            compose=compose, max_chars=int(data.get("max_chars", 0)),
+                           max_new_tokens=int(data.get("max_new_tokens", 0)),
                            strip_prefixes=tuple(data.get("strip_prefixes") or ()),
                            max_chars_ratio=float(data.get("max_chars_ratio", 6.0)), source=source)

@@ -1,0 +1,226 @@
+"""``alignpro sft``: supervised fine-tuning of the prompter on demonstrations, the paper's ρ_sft.
+
+The paper starts Align-Pro from ρ_sft, a prompter already fine-tuned to rewrite prompts, and regularises toward it
+(eq 9). A chat LM asked by a template to rewrite is one ρ_sft; this command makes a better one by maximising the
+log-likelihood of demonstrated rewrites (BPO's recipe): −(1/#tokens) Σ log ρ_θ(x′_demo | template(x)).
+
+Demonstrations come from a JSONL file (``prompt`` and ``rewrite`` per line: the prompter's raw output for that
+prompt, e.g. the reminder line of ``rewrite-reminder``) or, with ``demos: ifeval-instructions``, from each prompt
+record's own IFEval instructions: :func:`instruction_demo` restates them as rebuilt by IFEval's registry
+(``build_description`` with the record's kwargs). Only the prompts given (the train split) are ever seen; at
+inference the prompter sees x alone and must find the instructions in its text.
+
+The result is written like ``alignpro train``'s (``RUN/final-adapter`` with LoRA, ``RUN/final``), so it loads as
+the prompter spec ``hf:RUN/final-adapter`` and can be the ρ_sft (policy init and KL reference) of
+``alignpro train --prompter hf:RUN/final-adapter``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from alignpro.config import config_to_dict, parse_config, setting
+from alignpro.data import PromptRecord
+from alignpro.errors import AlignProError, ConfigError
+from alignpro.fileio import atomic_write_text
+
+INSTRUCTION_DEMOS = "ifeval-instructions"
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning of the prompter ρ on demonstrated rewrites (the paper's ρ_sft)."""
+
+    prompter: str = setting("smollm2", "the model to fine-tune: smollm2 | hf:<id or path>")
+    template: str = setting("rewrite-restate", "rewrite template: the demonstrations are its raw outputs")
+    prompts: str = setting("builtin-ifeval:train", "the prompts x: builtin-ifeval:train | file.jsonl | hf:<id>")
+    demos: str = setting(INSTRUCTION_DEMOS, f"{INSTRUCTION_DEMOS}: restate each record's IFEval instructions "
+                                            "(demo_format); or a JSONL file with 'prompt' and 'rewrite' per line "
+                                            "(the prompts must be among 'prompts')")
+    demo_format: str = setting("IMPORTANT: {instructions}", f"{INSTRUCTION_DEMOS}: the demonstrated output, with "
+                                                            "{instructions} = the instructions' descriptions")
+    out: str = setting("runs/sft", "run folder: config.yaml, metrics.jsonl, final/, final-adapter/")
+    epochs: int = setting(2, "passes over the demonstrations")
+    batch_size: int = setting(8, "demonstrations per optimizer step")
+    lr: float = setting(2.0e-4, "AdamW learning rate (LoRA)")
+    lora: bool = setting(True, "train a LoRA adapter (a few MB) instead of all weights")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha")
+    lora_target_modules: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
+    seed: int = setting(0, "seed of the demonstration order")
+    num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
+    progress: bool = setting(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"setting 'lr' must be > 0, got {self.lr}")
+        if self.demos == INSTRUCTION_DEMOS and "{instructions}" not in self.demo_format:
+            raise ConfigError(f"setting 'demo_format' must contain '{{instructions}}', got {self.demo_format!r}")
+        if self.demos != INSTRUCTION_DEMOS and not self.demos.endswith(".jsonl"):
+            raise ConfigError(f"setting 'demos' must be '{INSTRUCTION_DEMOS}' or a .jsonl file with 'prompt' and "
+                              f"'rewrite' per line, got {self.demos!r}")
+
+
+def instruction_descriptions(record: PromptRecord) -> list[str]:
+    """Each IFEval instruction of ``record`` in words, rebuilt by IFEval's own registry from the record's kwargs
+    (what the builtin set appended to the request). Seeded: a checker draws any kwarg the record leaves out."""
+    from alignpro.rewards.ifeval import registry
+
+    checkers, out = registry(), []
+    state = random.getstate()
+    try:
+        for i, ins in enumerate(record.instructions):
+            random.seed(f"{record.id}:{i}")
+            out.append(checkers[ins.id](ins.id).build_description(**ins.kwargs).strip())
+    finally:
+        random.setstate(state)
+    return out
+
+
+def instruction_demo(record: PromptRecord, demo_format: str = "IMPORTANT: {instructions}") -> str:
+    """The demonstrated rewrite of ``record``: its instructions restated in ``demo_format``, on one line (a
+    description's own line breaks, as in the bullet-list example, become spaces)."""
+    if not record.instructions:
+        raise AlignProError(f"demos '{INSTRUCTION_DEMOS}': the prompt {record.id} has no IFEval instructions to "
+                            "restate; use builtin-ifeval, hf:google/IFEval or a JSONL file in IFEval's schema")
+    return demo_format.format(instructions=" ".join(" ".join(instruction_descriptions(record)).split()))
+
+
+def load_demos(cfg: SFTConfig, records: Sequence[PromptRecord]) -> list[tuple[PromptRecord, str]]:
+    """(x, demonstrated raw output) pairs, in the records' order."""
+    if cfg.demos == INSTRUCTION_DEMOS:
+        return [(r, instruction_demo(r, cfg.demo_format)) for r in records]
+    by_text = {r.text: r for r in records}
+    pairs = []
+    path = Path(cfg.demos)
+    if not path.is_file():
+        raise AlignProError(f"demos file '{path}' does not exist")
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AlignProError(f"demos file '{path}' line {n}: not JSON ({exc})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(
+                row.get("rewrite"), str) or not row["rewrite"].strip():
+            raise AlignProError(f"demos file '{path}' line {n}: needs a 'prompt' and a non-empty 'rewrite' text")
+        if row["prompt"].strip() not in by_text:
+            raise AlignProError(f"demos file '{path}' line {n}: its prompt is not among the prompts of "
+                                f"'{cfg.prompts}' ({row['prompt'][:60]!r})")
+        pairs.append((by_text[row["prompt"].strip()], row["rewrite"].strip()))
+    if not pairs:
+        raise AlignProError(f"demos file '{path}' holds no demonstrations")
+    return pairs
+
+
+def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The SFT objective: the mean negative log-likelihood per demonstrated token. ``logprobs``, ``mask`` (B, T)."""
+    return -(logprobs * mask).sum() / mask.sum().clamp(min=1)
+
+
+def encode_demos(tokenizer, queries: Sequence[str], demos: Sequence[str], eos_id: int, pad_id: int,
+                 device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded queries (B, Q) and right-padded responses = demo tokens + EOS (B, T), with their masks."""
+    enc = tokenizer(list(queries), return_tensors="pt", padding=True, add_special_tokens=False)
+    rows = [tokenizer(d, add_special_tokens=False)["input_ids"] + [eos_id] for d in demos]
+    T = max(map(len, rows))
+    resp = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    resp_mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        resp[i, :len(ids)] = torch.tensor(ids)
+        resp_mask[i, :len(ids)] = 1
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device), resp.to(device), resp_mask.to(device)
+
+
+def sft(cfg: SFTConfig) -> Path:
+    """Fine-tune the prompter on the demonstrations; returns RUN."""
+    from tqdm.auto import tqdm
+
+    from alignpro.backends.chat import stop_token_ids
+    from alignpro.data import load_prompts
+    from alignpro.specs import check_prompter_spec, load_causal_lm
+    from alignpro.templates import load_rewrite_template
+    from alignpro.train.checkpoint import append_jsonl
+    from alignpro.train.losses import logprobs_from_logits
+    from alignpro.train.policy import PolicyWithValueHead, apply_lora, disable_dropout, export_final
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    run = Path(cfg.out)
+    if (run / "metrics.jsonl").is_file():
+        raise AlignProError(f"run folder '{run}' already holds an SFT run; choose another --out")
+    check_prompter_spec(cfg.prompter)
+    template = load_rewrite_template(cfg.template)
+    records = load_prompts(cfg.prompts).records
+    pairs = load_demos(cfg, records)
+    unparsed = [r.id for r, d in pairs
+                if template.parse(d, r.text) != (template.compose.format(rewrite=d, prompt=r.text).strip(), True)]
+    if unparsed:
+        raise AlignProError(f"{len(unparsed)} demonstrations are not outputs that template '{cfg.template}' parses "
+                            f"whole (too long, several lines where it takes one, or empty), e.g. {unparsed[:3]}: "
+                            "the prompter would learn outputs that are cut or dropped")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    torch.manual_seed(cfg.seed)
+    base = load_causal_lm(cfg.prompter, trainable=True)
+    tokenizer, lm = base.tokenizer, base.model
+    if cfg.lora:
+        lm = apply_lora(lm, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules)
+    policy = PolicyWithValueHead(lm, value_head=False)
+    disable_dropout(policy)
+    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(stop_token_ids(tokenizer, lm,
+                                                                                                   pad=False))
+    queries = [base.chat_prompt(template.messages(r.text)) for r, _ in pairs]
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="sft prompter", unit="step", disable=not cfg.progress,
+               dynamic_ncols=True)
+    t0, step = time.perf_counter(), 0
+    policy.train()
+    for epoch in range(cfg.epochs):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(pairs))
+        for chunk in np.array_split(order, steps_per_epoch):
+            q_ids, q_mask, r_ids, r_mask = encode_demos(tokenizer, [queries[i] for i in chunk],
+                                                        [pairs[i][1] for i in chunk], eos_id,
+                                                        tokenizer.pad_token_id, lm.device)
+            T = r_ids.shape[1]
+            logits, _ = policy(torch.cat([q_ids, r_ids], 1), torch.cat([q_mask, r_mask], 1), T)
+            loss = sft_loss(logprobs_from_logits(logits, r_ids, 1.0), r_mask.float())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            append_jsonl(run / "metrics.jsonl", {"step": step, "epoch": epoch + 1, "loss": loss.item(),
+                                                 "demos": len(chunk), "elapsed_seconds": time.perf_counter() - t0})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    info = {"role": "prompter", "algo": "sft", "base_spec": cfg.prompter, "lora": cfg.lora,
+            "template": cfg.template, "steps": step, "epochs": cfg.epochs, "run": str(run), "reward": None,
+            "prompts": cfg.prompts, "demos": cfg.demos, "demo_format": cfg.demo_format if
+            cfg.demos == INSTRUCTION_DEMOS else None, "final_kl": None}
+    export_final(policy, tokenizer, run, info)
+    print(f"alignpro sft: {len(pairs)} demonstrations × {cfg.epochs} epochs in "
+          f"{time.perf_counter() - t0:.0f} s; wrote {run / 'final'} (prompter spec 'hf:{run / 'final-adapter'}' "
+          f"or 'hf:{run / 'final'}')")
+    return run
+
+
+def main(argv: list[str]) -> int:
+    sft(parse_config(SFTConfig, argv, "alignpro sft"))
+    return 0

@@ -1,0 +1,109 @@
+"""``alignpro sft``: demonstrations from IFEval records, their checks, and a run on a tiny random Llama that learns
+its demonstration and becomes the ρ_sft of a distillation run."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from alignpro.config import build_config
+from alignpro.data.prompts import builtin_ifeval_prompts
+from alignpro.errors import AlignProError, ConfigError
+from alignpro.templates import load_rewrite_template
+from alignpro.train.sft import SFTConfig, instruction_demo, load_demos, sft, sft_loss
+from tests.test_train_runs import _args, tiny_model  # noqa: F401  (the module-scoped fixture)
+
+
+def test_instruction_demo_restates_exactly_what_the_builtin_set_appended():
+    records = builtin_ifeval_prompts("train")
+    for r in records:
+        restated = instruction_demo(r, "{instructions}")
+        assert "\n" not in restated
+        assert " ".join(r.text.split()).endswith(restated), r.id
+    multi = next(r for r in records if len(r.instructions) == 2)
+    assert instruction_demo(multi).startswith("IMPORTANT: ")
+
+
+def test_restate_template_parses_every_train_demo_whole():
+    tpl = load_rewrite_template("rewrite-restate")
+    for r in builtin_ifeval_prompts("train"):
+        demo = instruction_demo(r)
+        assert tpl.parse(demo, r.text) == (f"{r.text}\n\n{demo}", True), r.id
+    assert tpl.max_new_tokens == 112
+
+
+def test_sft_loss_is_the_mean_token_nll():
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.9], [0.125, 0.9, 0.9]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    expected = -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.25)) + torch.log(torch.tensor(0.125))) / 3
+    assert torch.isclose(sft_loss(logp, mask), expected)
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"demo_format": "IMPORTANT:"}, "demo_format"),
+    ({"demos": "demos.txt"}, "'demos' must be"),
+    ({"epochs": 0}, "epochs"),
+])
+def test_sft_config_errors(values, match):
+    with pytest.raises(ConfigError, match=match):
+        build_config(SFTConfig, values)
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_demos_file_errors_name_the_line(tmp_path):
+    records = builtin_ifeval_prompts("train")[:2]
+    cfg = lambda f: build_config(SFTConfig, {"demos": f})  # noqa: E731
+    with pytest.raises(AlignProError, match="does not exist"):
+        load_demos(cfg(str(tmp_path / "none.jsonl")), records)
+    with pytest.raises(AlignProError, match="line 2: its prompt is not among"):
+        load_demos(cfg(_write(tmp_path / "a.jsonl", [{"prompt": records[0].text, "rewrite": "IMPORTANT: x"},
+                                                     {"prompt": "something else", "rewrite": "y"}])), records)
+    with pytest.raises(AlignProError, match="line 1: needs a 'prompt' and a non-empty 'rewrite'"):
+        load_demos(cfg(_write(tmp_path / "b.jsonl", [{"prompt": records[0].text, "rewrite": " "}])), records)
+    pairs = load_demos(cfg(_write(tmp_path / "c.jsonl", [{"prompt": records[1].text, "rewrite": "IMPORTANT: z"}])),
+                       records)
+    assert [(r.id, d) for r, d in pairs] == [(records[1].id, "IMPORTANT: z")]
+
+
+def test_sft_refuses_demonstrations_the_template_would_cut(tiny_model, tmp_path):  # noqa: F811
+    rec = builtin_ifeval_prompts("train")[0]
+    demos = _write(tmp_path / "d.jsonl", [{"prompt": rec.text, "rewrite": "IMPORTANT: line one\nline two"}])
+    with pytest.raises(AlignProError, match="parses whole"):
+        sft(build_config(SFTConfig, {"prompter": f"hf:{tiny_model}", "demos": demos, "out": str(tmp_path / "r"),
+                                     "progress": False}))
+    assert not (tmp_path / "r").exists()
+
+
+def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run(tiny_model, tmp_path):  # noqa: F811
+    from alignpro.specs import make_prompter
+    from alignpro.train.config import TrainConfig
+    from alignpro.train.loop import train
+
+    rec = builtin_ifeval_prompts("train")[0]
+    demo = "IMPORTANT: be brief."
+    run = sft(build_config(SFTConfig, {
+        "prompter": f"hf:{tiny_model}", "demos": _write(tmp_path / "d.jsonl", [{"prompt": rec.text, "rewrite": demo}]),
+        "out": str(tmp_path / "sft"), "epochs": 40, "batch_size": 1, "lr": 1e-2, "lora": False, "progress": False,
+        "num_threads": 1}))
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 40 and losses[-1] < 0.1 * losses[0]
+    info = json.loads((run / "final" / "alignpro-train.json").read_text())
+    assert info["algo"] == "sft" and info["template"] == "rewrite-restate" and info["role"] == "prompter"
+    prompter = make_prompter(f"hf:{run / 'final'}", "rewrite-restate")
+    prompter.gen = prompter.gen.with_(do_sample=False)
+    (rs,) = prompter.rewrite([rec.text], 1, seed=0)
+    assert rs.rewrites[0].raw.strip() == demo and rs.rewrites[0].text == f"{rec.text}\n\n{demo}"
+
+    # ρ_sft of a distillation run: a fresh LoRA on the SFT'd weights, whose reference (adapter off) is the SFT model
+    values = _args(tiny_model, tmp_path / "distill", prompter=f"hf:{run / 'final'}", template="rewrite-restate",
+                   algo="distill", steps=1, k=2, lora=True, lora_r=4, epochs=1, kl_control="fixed")
+    result = train(build_config(TrainConfig, values))
+    assert result.rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # step 1 samples ρ_θ = ρ_sft: no KL yet
+    adapter_info = json.loads((result.run / "final-adapter" / "alignpro-train.json").read_text())
+    assert adapter_info["base_spec"] == f"hf:{run / 'final'}"
+    assert re.search(r"^algo: distill$", (result.run / "config.yaml").read_text(), flags=re.M)
