@@ -3,6 +3,7 @@ its demonstration and becomes the ρ_sft of a distillation run."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,11 +19,27 @@ from tests.test_train_runs import _args, tiny_model  # noqa: F401  (the module-s
 def test_instruction_demo_restates_exactly_what_the_builtin_set_appended():
     records = builtin_ifeval_prompts("train")
     for r in records:
-        restated = instruction_demo(r, "{instructions}")
+        restated = instruction_demo(r, "{instructions}", styled=False)
         assert "\n" not in restated
         assert " ".join(r.text.split()).endswith(restated), r.id
     multi = next(r for r in records if len(r.instructions) == 2)
     assert instruction_demo(multi).startswith("IMPORTANT: ")
+
+
+def test_a_styled_demo_follows_the_instructions_it_restates():
+    from alignpro.rewards.ifeval import follows
+
+    records = builtin_ifeval_prompts("train")
+    for iid in ("change_case:english_lowercase", "change_case:english_capital", "punctuation:no_comma",
+                "startend:quotation"):
+        r = next(r for r in records if [i.id for i in r.instructions] == [iid])
+        assert instruction_demo(r) != instruction_demo(r, styled=False)
+        line = instruction_demo(r, "{instructions}")  # without the label, as an answer would be
+        assert [v.followed for v in follows(r.text, r.instructions, line)] == [True], (iid, line)
+    quoted = next(r for r in records if [i.id for i in r.instructions] == ["startend:quotation"])
+    assert re.fullmatch(r'IMPORTANT: ".+"', instruction_demo(quoted))
+    plain = next(r for r in records if [i.id for i in r.instructions] == ["keywords:existence"])
+    assert instruction_demo(plain) == instruction_demo(plain, styled=False)
 
 
 def test_restate_template_parses_every_train_demo_whole():
@@ -107,3 +124,13 @@ def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run
     adapter_info = json.loads((result.run / "final-adapter" / "alignpro-train.json").read_text())
     assert adapter_info["base_spec"] == f"hf:{run / 'final'}"
     assert re.search(r"^algo: distill$", (result.run / "config.yaml").read_text(), flags=re.M)
+
+
+def test_a_shipped_adapter_as_base_resolves_outside_the_repository(tmp_path, monkeypatch):
+    from alignpro.train.policy import adapter_base_spec
+
+    monkeypatch.chdir(tmp_path)
+    resolved = adapter_base_spec("hf:alignpro/adapters/ifeval-oracle")
+    assert resolved.startswith("hf:/") and (Path(resolved[3:]) / "adapter_config.json").is_file()
+    assert adapter_base_spec("hf:alignpro/adapters/no-such-adapter") == "hf:alignpro/adapters/no-such-adapter"
+    assert adapter_base_spec("smollm2") == "smollm2"

@@ -200,6 +200,17 @@ def _merged_copy(peft_lm: nn.Module) -> nn.Module:
     return copy.deepcopy(peft_lm).merge_and_unload()
 
 
+def adapter_base_spec(base_spec: str) -> str:
+    """An adapter's base model spec, with a relative ``hf:alignpro/adapters/...`` path (an adapter trained on top of
+    a shipped one, e.g. the distilled prompter on the SFT prompter) resolved against the installed package when it
+    is not a folder relative to the working directory."""
+    if base_spec.startswith("hf:alignpro/adapters/") and not Path(base_spec[3:]).is_dir():
+        shipped = Path(__file__).resolve().parents[2] / base_spec[3:]
+        if shipped.is_dir():
+            return f"hf:{shipped}"
+    return base_spec
+
+
 def load_adapter(adapter_dir: str | Path, *, trainable: bool = False, device: str | None = None):
     """An :class:`HFCausalLM` = the base model named in ``alignpro-train.json`` + the LoRA adapter in
     ``adapter_dir`` (an ``RUN/final-adapter`` folder), merged, ready for HFPrompter/HFTarget."""
@@ -212,8 +223,8 @@ def load_adapter(adapter_dir: str | Path, *, trainable: bool = False, device: st
     if not (adapter_dir / "adapter_config.json").is_file() or not info_file.is_file():
         raise AlignProError(f"'{adapter_dir}' is not a LoRA adapter folder written by alignpro train "
                             f"(needs adapter_config.json and {TRAIN_INFO})")
-    base_spec = json.loads(info_file.read_text())["base_spec"]
-    lm = load_causal_lm(base_spec, trainable=True, device=device)
+    lm = load_causal_lm(adapter_base_spec(json.loads(info_file.read_text())["base_spec"]), trainable=True,
+                        device=device)
     lm.model = PeftModel.from_pretrained(lm.model, str(adapter_dir)).merge_and_unload()
     if not trainable:
         lm.model.eval().requires_grad_(False)
