@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from alignpro.arms import (Arm, ArmRun, ClosedFormConfig, answer_arm, answer_oracle, propose_closed_form,
                            rewrite_once)
 from alignpro.backends.base import AnswerSettings
-from alignpro.config import config_to_dict, parse_config, setting
+from alignpro.config import config_to_dict, load_yaml, parse_config, setting
 from alignpro.errors import ConfigError
 from alignpro.metrics import arm_stats, reward_win_rate
 
@@ -55,7 +55,7 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     target: str = setting("smollm2", "frozen target π_F model spec: smollm2 | hf:<id or path> | fake")
     reward: str = setting("ifeval", "reward spec: ifeval | builtin | hf:<id or path> | python:<module>:<fn> | fake "
                                     "| a mix such as ifeval+builtin")
-    template: str = setting("rewrite-reminder", "rewrite template: builtin name or YAML file")
+    template: str = setting("rewrite-restate", "rewrite template: builtin name or YAML file")
     prompts: str = setting("builtin-ifeval:eval", "prompt source: builtin-ifeval:eval | builtin:eval | file.jsonl | "
                                                   "file.csv | hf:<id> | ...")
     field: str = setting("", "prompt field of a .jsonl/.csv file or dataset ('' = the source's default)")
@@ -72,7 +72,8 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     train: bool = setting(False, "train the align_pro prompter and the oracle now, from the two recipes below, into "
                                  "OUT/train-prompter and OUT/train-oracle; then evaluate both")
     train_prompter_config: str = setting("configs/train-prompter-distill-ifeval.yaml",
-                                         "--train: the prompter's recipe (YAML)")
+                                         "--train: the prompter's recipe (YAML); its own 'prompter' (ρ_sft, e.g. "
+                                         "the shipped SFT prompter) is kept, else the demo's 'prompter'")
     train_oracle_config: str = setting("configs/train-oracle-distill-ifeval.yaml", "--train: the oracle's recipe (YAML)")
     train_steps: int = setting(0, "--train: override the recipes' steps (0 = the recipes' own)")
     closed_form_over_trained: bool = setting(True, "with a trained prompter: also the closed form (eq 10) with the "
@@ -326,8 +327,11 @@ def train_now(cfg: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
     for arm, role, recipe in ((Arm.ALIGN_PRO.value, "prompter", cfg.train_prompter_config),
                               (Arm.ORACLE.value, "oracle", cfg.train_oracle_config)):
         run = out / f"train-{role}"
+        # a prompter recipe may name its own ρ_sft (the shipped one starts from the SFT prompter); else the demo's
+        own_start = role == "prompter" and "prompter" in (load_yaml(recipe) or {})
         argv = (["--resume", str(run)] if (run / "config.yaml").is_file() else
-                ["--config", recipe, "--out", str(run), "--role", role, "--prompter", cfg.prompter, "--target",
+                ["--config", recipe, "--out", str(run), "--role", role,
+                 *([] if own_start else ["--prompter", cfg.prompter]), "--target",
                  cfg.target, "--reward", cfg.reward, "--template", cfg.template, "--seed", str(cfg.seed)])
         argv += ["--steps", str(cfg.train_steps)] if cfg.train_steps else []
         tcfg = parse_train_config(argv)

@@ -112,6 +112,7 @@ def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run
     info = json.loads((run / "final" / "alignpro-train.json").read_text())
     assert info["algo"] == "sft" and info["template"] == "rewrite-restate" and info["role"] == "prompter"
     prompter = make_prompter(f"hf:{run / 'final'}", "rewrite-restate")
+    assert prompter.gen.max_new_tokens == 112  # the template's own budget
     prompter.gen = prompter.gen.with_(do_sample=False)
     (rs,) = prompter.rewrite([rec.text], 1, seed=0)
     assert rs.rewrites[0].raw.strip() == demo and rs.rewrites[0].text == f"{rec.text}\n\n{demo}"

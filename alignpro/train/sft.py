@@ -5,7 +5,7 @@ The paper starts Align-Pro from ρ_sft, a prompter already fine-tuned to rewrite
 log-likelihood of demonstrated rewrites (BPO's recipe): −(1/#tokens) Σ log ρ_θ(x′_demo | template(x)).
 
 Demonstrations come from a JSONL file (``prompt`` and ``rewrite`` per line: the prompter's raw output for that
-prompt, e.g. the reminder line of ``rewrite-reminder``) or, with ``demos: ifeval-instructions``, from each prompt
+prompt, e.g. the line of ``rewrite-restate``) or, with ``demos: ifeval-instructions``, from each prompt
 record's own IFEval instructions: :func:`instruction_demo` restates them as rebuilt by IFEval's registry
 (``build_description`` with the record's kwargs). Only the prompts given (the train split) are ever seen; at
 inference the prompter sees x alone and must find the instructions in its text.
