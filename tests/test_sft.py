@@ -135,3 +135,34 @@ def test_a_shipped_adapter_as_base_resolves_outside_the_repository(tmp_path, mon
     assert resolved.startswith("hf:/") and (Path(resolved[3:]) / "adapter_config.json").is_file()
     assert adapter_base_spec("hf:alignpro/adapters/no-such-adapter") == "hf:alignpro/adapters/no-such-adapter"
     assert adapter_base_spec("smollm2") == "smollm2"
+
+
+def test_demo_train_keeps_a_prompter_recipes_own_rho_sft(tmp_path, monkeypatch):
+    """`demo --train`: a prompter recipe that names its ρ_sft (the shipped one: the SFT adapter) keeps it; a recipe
+    without one gets the demo's prompter, and the oracle recipe always the demo's target (training is stubbed)."""
+    import yaml
+
+    import alignpro.train.loop as loop
+    from alignpro.demo import DemoConfig, train_now
+    from alignpro.train.loop import TrainResult
+
+    seen = {}
+
+    def fake_train(cfg):
+        seen[cfg.role.value] = cfg
+        return TrainResult(Path(cfg.out), Path(cfg.out) / "final", [], None, None)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump({"role": "prompter", "algo": "distill", "k": 2, "kl_control": "fixed",
+                                   "prompter": "hf:alignpro/adapters/ifeval-prompter-sft"}))
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({"role": "prompter", "algo": "ppo"}))
+    oracle = tmp_path / "oracle.yaml"
+    oracle.write_text(yaml.safe_dump({"role": "oracle", "algo": "ppo"}))
+    for recipe, expected in ((own, "hf:alignpro/adapters/ifeval-prompter-sft"), (plain, "hf:my/rho-sft")):
+        cfg = build_config(DemoConfig, dict(prompter="hf:my/rho-sft", target="smollm2", reward="fake", train=True,
+                                            train_prompter_config=str(recipe), train_oracle_config=str(oracle)))
+        train_now(cfg, tmp_path / recipe.stem)
+        assert seen["prompter"].prompter == expected
+        assert seen["prompter"].template == "rewrite-restate" and seen["oracle"].target == "smollm2"
