@@ -68,7 +68,11 @@ class RewriteTemplate:
         if not text or len(text) > self.max_chars_ratio * max(len(prompt), 40) or (
                 self.max_chars and len(text) > self.max_chars):
             return prompt, False
-        return self.compose.format(rewrite=text, prompt=prompt).strip(), True
+        return self.compose_rewrite(text, prompt), True
+
+    def compose_rewrite(self, rewrite: str, prompt: str) -> str:
+        """x′ from a parsed output and the original prompt (the template's ``compose``)."""
+        return self.compose.format(rewrite=rewrite, prompt=prompt).strip()
 
 
 def read_template_yaml(name_or_path: str, kind: str) -> tuple[dict, str]:

@@ -92,21 +92,20 @@ def instruction_descriptions(record: PromptRecord) -> list[str]:
     return out
 
 
-#: instruction type -> how a line that itself follows it is written (:func:`follow_in_style`)
-STYLES = {
-    "change_case:english_lowercase": str.lower,
-    "change_case:english_capital": str.upper,
-    "punctuation:no_comma": lambda text: text.replace(",", ""),
-    "startend:quotation": lambda text: _quoted(text),
-}
-
-
 def _quoted(text: str) -> str:
     """``text`` in double quotes after its label ("IMPORTANT: "), since a template's parser strips quotes that wrap
     a whole output."""
     label, sep, rest = text.partition(": ")
     return f'{label}{sep}"{rest}"' if sep and " " not in label else f'"{text}"'
 
+
+#: instruction type -> how a line that itself follows it is written (:func:`follow_in_style`)
+STYLES = {
+    "change_case:english_lowercase": str.lower,
+    "change_case:english_capital": str.upper,
+    "punctuation:no_comma": lambda text: text.replace(",", ""),
+    "startend:quotation": _quoted,
+}
 
 
 def follow_in_style(text: str, instruction_ids: Sequence[str]) -> str:
@@ -183,7 +182,6 @@ def sft(cfg: SFTConfig) -> Path:
     """Fine-tune the prompter on the demonstrations; returns RUN."""
     from tqdm.auto import tqdm
 
-    from alignpro.backends.chat import stop_token_ids
     from alignpro.data import load_prompts
     from alignpro.specs import check_prompter_spec, load_causal_lm
     from alignpro.templates import load_rewrite_template
@@ -201,7 +199,7 @@ def sft(cfg: SFTConfig) -> Path:
     records = load_prompts(cfg.prompts).records
     pairs = load_demos(cfg, records)
     unparsed = [r.id for r, d in pairs
-                if template.parse(d, r.text) != (template.compose.format(rewrite=d, prompt=r.text).strip(), True)]
+                if template.parse(d, r.text) != (template.compose_rewrite(d, r.text), True)]
     if unparsed:
         raise AlignProError(f"{len(unparsed)} demonstrations are not outputs that template '{cfg.template}' parses "
                             f"whole (too long, several lines where it takes one, or empty), e.g. {unparsed[:3]}: "
@@ -215,8 +213,7 @@ def sft(cfg: SFTConfig) -> Path:
         lm = apply_lora(lm, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules)
     policy = PolicyWithValueHead(lm, value_head=False)
     disable_dropout(policy)
-    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(stop_token_ids(tokenizer, lm,
-                                                                                                   pad=False))
+    eos_id = tokenizer.eos_token_id  # the end of a demonstrated reply, as rollouts end (stop_token_ids)
     queries = [base.chat_prompt(template.messages(r.text)) for r, _ in pairs]
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
@@ -243,10 +240,11 @@ def sft(cfg: SFTConfig) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
+    from_records = cfg.demos == INSTRUCTION_DEMOS
     info = {"role": "prompter", "algo": "sft", "base_spec": cfg.prompter, "lora": cfg.lora,
             "template": cfg.template, "steps": step, "epochs": cfg.epochs, "run": str(run), "reward": None,
-            "prompts": cfg.prompts, "demos": cfg.demos, "demo_format": cfg.demo_format if
-            cfg.demos == INSTRUCTION_DEMOS else None, "demo_styled": cfg.demo_styled if cfg.demos == INSTRUCTION_DEMOS else None, "final_kl": None}
+            "prompts": cfg.prompts, "demos": cfg.demos, "demo_format": cfg.demo_format if from_records else None,
+            "demo_styled": cfg.demo_styled if from_records else None, "final_kl": None}
     export_final(policy, tokenizer, run, info)
     print(f"alignpro sft: {len(pairs)} demonstrations × {cfg.epochs} epochs in "
           f"{time.perf_counter() - t0:.0f} s; wrote {run / 'final'} (prompter spec 'hf:{run / 'final-adapter'}' "
