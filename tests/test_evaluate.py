@@ -9,6 +9,7 @@ import struct
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -121,6 +122,11 @@ def test_grid_writes_the_five_outputs_with_the_metrics_contract(tmp_path: Path) 
             assert set(w) >= {"arm", "baseline", "judge", "wins", "ties", "losses", "n", "win_rate", "stderr"}
             assert w["baseline"] == "no_ft" and w["wins"] + w["ties"] + w["losses"] == w["n"] == n_prompts
             assert w["judge_independent"] is False and "arm_mean_words" in w and "baseline_mean_words" in w
+        assert "paired_vs_no_ft" not in cell["arms"]["no_ft"]
+        for arm in arms[1:]:  # paired by prompt; equal answers per prompt, so its mean is the difference of means
+            paired = cell["arms"][arm]["paired_vs_no_ft"]
+            assert paired["n"] == n_prompts and paired["stderr"] >= 0
+            assert paired["mean"] == pytest.approx(cell["arms"][arm]["mean"] - cell["arms"]["no_ft"]["mean"])
         cf = cell["diagnostics"]["align_pro_closed_form"]
         assert 0 <= cf["chose_original_fraction"] <= 1 and cf["kl_rho_star_to_rho_sft"] >= 0
     # aggregate: pair x dataset x arm over the two seeds, with 95% CIs
@@ -131,6 +137,15 @@ def test_grid_writes_the_five_outputs_with_the_metrics_contract(tmp_path: Path) 
         assert lo <= e["reward_mean"]["mean"] <= hi
         for w in e["win_rates"]:
             assert 0 <= w["ci95"][0] <= w["win_rate"] <= w["ci95"][1] <= 1
+        if e["arm"] == "no_ft":
+            assert "paired_vs_no_ft" not in e
+        else:
+            per_seed = [c["arms"][e["arm"]]["paired_vs_no_ft"]["mean"] for c in saved["cells"]
+                        if (c["pair"], c["dataset"]) == (e["pair"], e["dataset"])]
+            paired = e["paired_vs_no_ft"]
+            assert paired["mean"] == pytest.approx(np.mean(per_seed))
+            assert paired["stderr"] == pytest.approx(np.std(per_seed, ddof=1) / np.sqrt(2))
+            assert paired["n_prompts"] == 2 * (5 if e["dataset"] == "builtin:eval" else 4)
     assert metrics["cells"] == saved["cells"]
 
     # table.md in the layout of Table 1: rows = pairs, columns = datasets x (A, B)
@@ -138,6 +153,7 @@ def test_grid_writes_the_five_outputs_with_the_metrics_contract(tmp_path: Path) 
     assert "| Model architectures (prompter, frozen LLM) | builtin:eval A | builtin:eval B | mine A | mine B |" in table
     assert "fake, fake (P1-F1)" in table and "fake, fake (P2-F1)" in table
     assert "not an independent judge" in table
+    assert "paired Δ vs no_ft ± s.e. (s.e.s) [95% CI] |" in table
     # figures and examples
     for name in ("fig_reward_mean.png", "fig_reward_variance.png"):
         w, h = png_size(out / name)
@@ -148,6 +164,18 @@ def test_grid_writes_the_five_outputs_with_the_metrics_contract(tmp_path: Path) 
     rows = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(rows) == sum(w["n"] for c in saved["cells"] for w in c["win_rates"])
     assert {"words_arm", "words_baseline", "arm_first", "baseline_first", "winner"} <= set(rows[0])
+
+
+def test_paired_gain_over_seeds_by_hand() -> None:
+    from alignpro.evaluate.aggregate import paired_over_seeds
+
+    one = paired_over_seeds([{"mean": 0.05, "stderr": 0.02, "n": 192}])  # one seed: the within-seed s.e.
+    assert one["stderr"] == 0.02 and one["n_prompts"] == 192
+    assert one["ci95"] == pytest.approx([0.05 - 1.959964 * 0.02, 0.05 + 1.959964 * 0.02])
+    two = paired_over_seeds([{"mean": 0.02, "stderr": 0.01, "n": 10}, {"mean": 0.06, "stderr": 0.03, "n": 10}])
+    assert two["mean"] == pytest.approx(0.04) and two["n_prompts"] == 20
+    assert two["stderr"] == pytest.approx(0.02)  # std over the seeds (0.0283) / √2
+    assert two["ci95"] == pytest.approx([0.04 - 12.7062 * 0.02, 0.04 + 12.7062 * 0.02], rel=1e-4)  # t, 1 d.o.f.
 
 
 def test_closed_form_answers_afresh_and_no_ft_is_shared_across_prompters(tmp_path: Path) -> None:
@@ -322,6 +350,27 @@ def test_shipped_eval_quick_config_is_valid_and_small() -> None:
     assert cfg.judges == ["reward", "llm:smollm2"]
     assert cfg.answer_max_new_tokens <= 48
     assert_answers_sampled_as_in_the_paper(cfg)
+
+
+def test_confirmatory_configs_share_their_settings_and_cache_and_pass_preflight(monkeypatch) -> None:
+    """configs/eval-ifeval-confirm.yaml (the pre-registered two-arm claim) and -confirm-all.yaml (every arm):
+    same protocol (all eval prompts, seed 1, 8 answers, the shipped adapters), one cache, so the second run only
+    generates the arms the first lacks."""
+    monkeypatch.chdir(REPO)  # the adapter paths are relative to the repository
+    two, every = (build_config(EvaluateConfig, load_yaml(REPO / "configs" / f"eval-ifeval-{n}.yaml"))
+                  for n in ("confirm", "confirm-all"))
+    assert list(two.arm_specs) == ["no_ft", "align_pro"] and two.arm_specs.items() <= every.arm_specs.items()
+    assert set(every.arm_specs) == {"no_ft", "align_pro_closed_form", "align_pro_closed_form_rewrites_only",
+                                    "align_pro", "oracle"}
+    assert two.cache_path == every.cache_path
+    for name in ("reward", "datasets", "n", "seeds", "answers_per_prompt", "template", "answer_gen", "rewrite_gen",
+                 "batch_size", "prompters", "targets"):
+        assert getattr(two, name) == getattr(every, name), name
+    assert two.n == 0 and two.seeds == [1] and two.answers_per_prompt == 8 and two.reward == "ifeval"
+    assert (every.k, every.m, every.lam, every.identity_prior) == (4, 2, 0.1, 0.5)  # the demo's closed form
+    for cfg in (two, every):
+        plan = preflight(cfg)
+        assert plan.arms == list(cfg.arm_specs) and len(plan.prompts["ifeval"]) == 192
 
 
 def test_shipped_paper_grid_config_parses_without_loading_models() -> None:

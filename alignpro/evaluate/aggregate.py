@@ -43,6 +43,16 @@ def ci_method(n_seeds: int) -> str:
             "normal interval from the within-seed standard error (one seed)")
 
 
+def paired_over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """An arm's paired gain over no_ft (per seed: the mean over prompts of the per-prompt mean reward difference,
+    with its standard error over prompts) over seeds: the mean, its standard error (over seeds when S ≥ 2, else the
+    within-seed one), its 95% CI as :func:`mean_ci95`, and the number of prompts summed over seeds."""
+    means = [p["mean"] for p in per_seed]
+    ci = mean_ci95(means, per_seed[0]["stderr"])
+    stderr = (float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) >= 2 else per_seed[0]["stderr"])
+    return {**ci, "stderr": stderr, "n_prompts": int(sum(p["n"] for p in per_seed))}
+
+
 def aggregate_cells(cells: list[dict[str, Any]], outcomes: dict[tuple, list[float]]) -> list[dict[str, Any]]:
     """One entry per pair x dataset x arm, over seeds: reward mean and variance with 95% CIs, and the pooled
     win rate of each judge against the baseline with its 95% CI.
@@ -70,6 +80,8 @@ def aggregate_cells(cells: list[dict[str, Any]], outcomes: dict[tuple, list[floa
             "ci_method": ci_method(s),
             "win_rates": [],
         }
+        if all("paired_vs_no_ft" in a for a in stats_):
+            entry["paired_vs_no_ft"] = paired_over_seeds([a["paired_vs_no_ft"] for a in stats_])
         judges = [w["judge"] for w in group[0]["win_rates"] if w["arm"] == arm]
         for judge in judges:
             per_seed = [next(w for w in c["win_rates"] if w["arm"] == arm and w["judge"] == judge) for c in group]

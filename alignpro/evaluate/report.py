@@ -107,17 +107,27 @@ def render_table(metrics: dict[str, Any]) -> str:
     lines += ["# Rewards (the numbers behind Figures 2 and 3)", "",
               f"Reward `{metrics['config']['reward']}`, scored against the ORIGINAL prompt; mean and sample variance "
               "of the per-answer rewards, with 95% CIs "
-              f"({agg[0]['ci_method'] if agg else ''}).", "",
-              "| pair | dataset | arm | mean reward [95% CI] | variance [95% CI] | n | mean words |",
-              "|---|---|---|---|---|---:|---:|"]
+              f"({agg[0]['ci_method'] if agg else ''}). Paired Δ: the mean over prompts of the arm's per-prompt mean "
+              f"reward minus {BASELINE}'s, ± its standard error, in standard errors, and its 95% CI.", "",
+              f"| pair | dataset | arm | mean reward [95% CI] | variance [95% CI] | n | mean words | paired Δ vs "
+              f"{BASELINE} ± s.e. (s.e.s) [95% CI] |",
+              "|---|---|---|---|---|---:|---:|---|"]
     for e in agg:
         m, v = e["reward_mean"], e["reward_variance"]
         lines.append(f"| {e['pair']} | {dataset_name(e['dataset'])} | {e['arm']} | {m['mean']:.4f} "
                      f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] | {v['mean']:.4f} [{v['ci95'][0]:.4f}, "
-                     f"{v['ci95'][1]:.4f}] | {e['n']} | {e['mean_answer_words']:.0f} |")
+                     f"{v['ci95'][1]:.4f}] | {e['n']} | {e['mean_answer_words']:.0f} | {_paired(e)} |")
     lines += ["", "Pairs: " + "; ".join(f"{p} = {i['prompter']} → {i['target']}" for p, i in metrics["pairs"].items())
               + ". Datasets: " + "; ".join(f"{k} = {v}" for k, v in metrics["datasets"].items()) + ".", ""]
     return "\n".join(lines)
+
+
+def _paired(entry: dict[str, Any]) -> str:
+    p = entry.get("paired_vs_no_ft")
+    if p is None:
+        return "–"
+    z = f" ({p['mean'] / p['stderr']:+.1f})" if p["stderr"] > 0 else ""
+    return f"{p['mean']:+.4f} ± {p['stderr']:.4f}{z} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]"
 
 
 # ---------------------------------------------------------------------------------------------------------------

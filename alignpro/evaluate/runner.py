@@ -255,6 +255,8 @@ class Evaluation:
                 st = arm_stats(r.rewards[arm].ravel()).to_dict()
                 st["mean_answer_words"] = float(np.mean([_words(y) for y in r.flat(arm)]))
                 st["mean_answer_tokens"] = float(np.mean([t for row in r.tokens[arm] for t in row]))
+                if arm != BASELINE and BASELINE in r.rewards:  # paired by prompt: mean over prompts of Δ
+                    st["paired_vs_no_ft"] = arm_stats((r.rewards[arm] - r.rewards[BASELINE]).mean(axis=1)).to_dict()
                 arms[arm] = st
             win_rates = []
             for (judge, arm), verdicts in run.verdicts.items():
