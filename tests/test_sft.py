@@ -127,6 +127,108 @@ def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run
     assert re.search(r"^algo: distill$", (result.run / "config.yaml").read_text(), flags=re.M)
 
 
+class _Stopped(Exception):
+    """The crash a test injects into a step."""
+
+
+def _stop_in_step(monkeypatch, step):
+    """Make the ``step``-th SFT loss of the next run raise :class:`_Stopped` (before that step's update)."""
+    import alignpro.train.sft as sft_module
+
+    real, calls = sft_module.sft_loss, []
+
+    def loss(logprobs, mask):
+        calls.append(1)
+        if len(calls) == step:
+            raise _Stopped(f"stopped in step {step}")
+        return real(logprobs, mask)
+
+    monkeypatch.setattr(sft_module, "sft_loss", loss)
+    return real
+
+
+def test_an_interrupted_sft_run_resumes_to_the_uninterrupted_result(tiny_model, tmp_path, monkeypatch,  # noqa: F811
+                                                                    capsys):
+    """6 steps (5 demos, batch 2, 2 epochs), a checkpoint every 4: a run stopped before its first checkpoint starts
+    again at step 0; one stopped in step 6 continues after step 4 (mid-epoch) and ends with the uninterrupted run's
+    losses and trained weights, every step logged once, only the newest checkpoint kept."""
+    import alignpro.train.sft as sft_module
+
+    records = builtin_ifeval_prompts("train")[:5]
+    demos = _write(tmp_path / "d.jsonl", [{"prompt": r.text, "rewrite": f"IMPORTANT: answer {i}."}
+                                          for i, r in enumerate(records)])
+    values = {"prompter": f"hf:{tiny_model}", "demos": demos, "epochs": 2, "batch_size": 2, "lr": 1e-2,
+              "lora_r": 4, "save_every": 4, "progress": False, "num_threads": 1}
+    straight = sft(build_config(SFTConfig, {**values, "out": str(tmp_path / "straight")}))
+    split = tmp_path / "split"
+    cfg = build_config(SFTConfig, {**values, "out": str(split)})
+    rows = lambda run: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    ckpts = lambda run: sorted(d.name for d in (run / "checkpoints").iterdir())  # noqa: E731
+
+    _stop_in_step(monkeypatch, 2)
+    with pytest.raises(_Stopped):
+        sft(cfg)
+    assert [r["step"] for r in rows(split)] == [1] and not (split / "checkpoints").exists()
+    real = _stop_in_step(monkeypatch, 6)
+    with pytest.raises(_Stopped):
+        sft(cfg)  # no checkpoint yet: from step 0, the old row dropped
+    assert [r["step"] for r in rows(split)] == [1, 2, 3, 4, 5] and ckpts(split) == ["step-000004"]
+    assert "resuming" not in capsys.readouterr().out
+    monkeypatch.setattr(sft_module, "sft_loss", real)
+    sft(cfg)
+    assert "alignpro sft: resuming after step 4 of 6 in " in capsys.readouterr().out
+
+    assert [r["step"] for r in rows(split)] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in rows(split)] == [1, 1, 1, 2, 2, 2]
+    for a, b in zip(rows(straight), rows(split), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
+    assert ckpts(straight) == ckpts(split) == ["step-000006"]
+    last = lambda run: run / "checkpoints" / "step-000006"  # noqa: E731
+    state = lambda run: json.loads((last(run) / "trainer_state.json").read_text())  # noqa: E731
+    assert state(split)["step"] == 6 and state(split)["data_position"] == state(straight)["data_position"] == 10
+    want, got = (torch.load(last(run) / "policy.pt") for run in (straight, split))
+    assert sorted(got) == sorted(want) and all("lora_" in name for name in got)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6)
+    assert (split / "final-adapter").is_dir() and (split / "final").is_dir()
+    assert json.loads((split / "final" / "alignpro-train.json").read_text())["steps"] == 6
+
+
+def test_sft_refuses_a_run_folder_with_other_settings_or_a_finished_run(tmp_path):
+    """Checked before any model is loaded: the error names the folder, every differing setting, and what to do;
+    the settings a continued run may change are not differences."""
+    import yaml
+
+    from alignpro.config import config_to_dict
+    from alignpro.train.sft import resume_point
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = build_config(SFTConfig, {"out": str(run), "lr": 1e-3, "epochs": 3})
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(saved), sort_keys=False))
+    log = '{"step": 1, "epoch": 1, "loss": 2.0}\n'
+    (run / "metrics.jsonl").write_text(log)
+    with pytest.raises(AlignProError) as err:
+        sft(build_config(SFTConfig, {"out": str(run)}))
+    message = str(err.value)
+    assert f"run folder '{run}' holds an unfinished SFT run with other settings" in message
+    assert "lr: 0.001 there, 0.0002 here" in message and "epochs: 3 there, 2 here" in message
+    assert message.count(" there, ") == 2 and message.endswith("or choose another --out")
+    assert (run / "metrics.jsonl").read_text() == log  # untouched
+
+    same = build_config(SFTConfig, {**config_to_dict(saved), "out": str(tmp_path / "." / "run"), "progress": False,
+                                    "num_threads": 1, "save_every": 3, "keep_checkpoints": 2})
+    assert resume_point(same, run) is None  # no checkpoint: it would start again at step 0
+
+    (run / "final").mkdir()
+    with pytest.raises(AlignProError, match=r"already holds a finished SFT run .*; choose another --out"):
+        sft(same)
+    (run / "final").rmdir()
+    (run / "config.yaml").unlink()
+    with pytest.raises(AlignProError, match="no config.yaml, so it cannot be continued; choose another --out"):
+        sft(same)
+
+
 def test_a_shipped_adapter_as_base_resolves_outside_the_repository(tmp_path, monkeypatch):
     from alignpro.train.policy import adapter_base_spec
 

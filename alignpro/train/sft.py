@@ -13,6 +13,13 @@ inference the prompter sees x alone and must find the instructions in its text.
 The result is written like ``alignpro train``'s (``RUN/final-adapter`` with LoRA, ``RUN/final``), so it loads as
 the prompter spec ``hf:RUN/final-adapter`` and can be the ρ_sft (policy init and KL reference) of
 ``alignpro train --prompter hf:RUN/final-adapter``.
+
+A run is resumable: every ``save_every`` steps (and at the last) the trained tensors, the AdamW state and the step
+go into an atomic checkpoint (``RUN/checkpoints/step-XXXXXX``, :mod:`alignpro.train.checkpoint`'s layout, less the
+RNG states and schedule SFT has no use for). Running ``alignpro sft`` again with the same settings and ``--out``
+continues an unfinished run from its newest complete checkpoint (:func:`resume_point`): the metrics rows after it
+are dropped and those steps re-run in the same order (a pure function of (seed, epoch); dropout is off), so the
+result equals an uninterrupted run's. A finished run (``RUN/final``) or one with other settings is refused.
 """
 
 from __future__ import annotations
@@ -29,12 +36,18 @@ import numpy as np
 import torch
 import yaml
 
-from alignpro.config import config_to_dict, parse_config, setting
+from alignpro.config import build_config, config_to_dict, load_yaml, parse_config, setting
 from alignpro.data import PromptRecord
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.fileio import atomic_write_text
+from alignpro.train.checkpoint import (TrainerState, append_jsonl, begin_checkpoint, finish_checkpoint,
+                                       latest_checkpoint, load_trainable_state, prune_checkpoints, torch_save,
+                                       trainable_state, truncate_jsonl)
 
 INSTRUCTION_DEMOS = "ifeval-instructions"
+METRICS, CONFIG = "metrics.jsonl", "config.yaml"
+#: Settings that may differ when an unfinished run is continued (everything else must match its config.yaml).
+RESUMABLE_CHANGES = ("out", "save_every", "keep_checkpoints", "progress", "num_threads")
 
 
 @dataclass
@@ -51,7 +64,8 @@ class SFTConfig:
                                                             "{instructions} = the instructions' descriptions")
     demo_styled: bool = setting(True, f"{INSTRUCTION_DEMOS}: write the restatement the way its instructions ask "
                                       "(lowercase, capitals, no commas, in quotes), as π_F imitates its prompt")
-    out: str = setting("runs/sft", "run folder: config.yaml, metrics.jsonl, final/, final-adapter/")
+    out: str = setting("runs/sft", "run folder: config.yaml, metrics.jsonl, checkpoints/, final/, final-adapter/; "
+                                   "an unfinished run there with the same settings is continued")
     epochs: int = setting(2, "passes over the demonstrations")
     batch_size: int = setting(8, "demonstrations per optimizer step")
     lr: float = setting(2.0e-4, "AdamW learning rate (LoRA)")
@@ -60,11 +74,13 @@ class SFTConfig:
     lora_alpha: int = setting(32, "LoRA alpha")
     lora_target_modules: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
     seed: int = setting(0, "seed of the demonstration order")
+    save_every: int = setting(10, "write a checkpoint every N steps (and at the last step)")
+    keep_checkpoints: int = setting(1, "keep only the newest N checkpoints")
     num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
     progress: bool = setting(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "save_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -178,22 +194,81 @@ def encode_demos(tokenizer, queries: Sequence[str], demos: Sequence[str], eos_id
     return enc["input_ids"].to(device), enc["attention_mask"].to(device), resp.to(device), resp_mask.to(device)
 
 
+def changed_settings(cfg: SFTConfig, saved_file: Path) -> list[str]:
+    """The settings of ``cfg`` that differ from those in ``saved_file`` (a run's config.yaml), as
+    ``"name: SAVED there, NOW here"``, leaving out :data:`RESUMABLE_CHANGES`."""
+    try:
+        saved = config_to_dict(build_config(SFTConfig, load_yaml(saved_file), source=str(saved_file)))
+    except ConfigError as exc:
+        raise AlignProError(f"run folder '{saved_file.parent}' holds an SFT run whose {CONFIG} is not valid here "
+                            f"({exc}); choose another --out") from None
+    now = config_to_dict(cfg)
+    return [f"{k}: {saved[k]!r} there, {now[k]!r} here" for k in now
+            if k not in RESUMABLE_CHANGES and now[k] != saved[k]]
+
+
+def resume_point(cfg: SFTConfig, run: Path) -> tuple[int, Path] | None:
+    """Where :func:`sft` starts in ``run``: the newest complete checkpoint ``(step, folder)`` of the unfinished run
+    there, or None to start at step 0 (no run there, or one stopped before its first checkpoint: its log is then
+    dropped, as ``alignpro train --resume`` does). A finished run (``final/``), or a run whose settings differ from
+    ``cfg`` beyond :data:`RESUMABLE_CHANGES`, is an error."""
+    if (run / "final").exists():
+        raise AlignProError(f"run folder '{run}' already holds a finished SFT run ({run / 'final'}); "
+                            "choose another --out")
+    latest = latest_checkpoint(run)
+    logged = (run / METRICS).is_file() and (run / METRICS).stat().st_size > 0
+    if latest is None and not logged:
+        return None
+    if not (run / CONFIG).is_file():
+        raise AlignProError(f"run folder '{run}' holds {METRICS} or checkpoints but no {CONFIG}, so it cannot be "
+                            "continued; choose another --out")
+    changed = changed_settings(cfg, run / CONFIG)
+    if changed:
+        raise AlignProError(f"run folder '{run}' holds an unfinished SFT run with other settings ("
+                            f"{'; '.join(changed)}); rerun with its settings to continue it, or choose another "
+                            "--out")
+    return latest
+
+
+def save_sft_checkpoint(run: Path, state: TrainerState, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        keep: int) -> Path:
+    """Write the checkpoint of ``state.step`` atomically (:mod:`alignpro.train.checkpoint`), then keep only the
+    newest ``keep``: ``policy.pt`` (the trained tensors), ``optimizer.pt`` and ``trainer_state.json``, as
+    ``alignpro train`` names them. No RNG states (the demonstration order is a pure
+    function of (seed, epoch) and dropout is off) and no schedule (the learning rate is constant)."""
+    tmp = begin_checkpoint(run, state.step)
+    torch_save(trainable_state(policy), tmp / "policy.pt")
+    torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "trainer_state.json").write_text(state.to_json())
+    final = finish_checkpoint(tmp, run, state.step)
+    prune_checkpoints(run, keep)
+    return final
+
+
+def restore_sft_checkpoint(ckpt: Path, policy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainerState:
+    """Load :func:`save_sft_checkpoint`'s folder ``ckpt`` into ``policy`` and ``optimizer``; returns its
+    :class:`TrainerState` (step, elapsed seconds, demonstrations seen)."""
+    device = next(policy.parameters()).device
+    load_trainable_state(policy, torch.load(ckpt / "policy.pt", map_location=device))
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
+    return TrainerState.from_json((ckpt / "trainer_state.json").read_text())
+
+
 def sft(cfg: SFTConfig) -> Path:
-    """Fine-tune the prompter on the demonstrations; returns RUN."""
+    """Fine-tune the prompter on the demonstrations, or continue the unfinished run in ``cfg.out``
+    (:func:`resume_point`); returns RUN."""
     from tqdm.auto import tqdm
 
     from alignpro.data import load_prompts
     from alignpro.specs import check_prompter_spec, load_causal_lm
     from alignpro.templates import load_rewrite_template
-    from alignpro.train.checkpoint import append_jsonl
     from alignpro.train.losses import logprobs_from_logits
     from alignpro.train.policy import PolicyWithValueHead, apply_lora, disable_dropout, export_final
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     run = Path(cfg.out)
-    if (run / "metrics.jsonl").is_file():
-        raise AlignProError(f"run folder '{run}' already holds an SFT run; choose another --out")
+    resume_from = resume_point(cfg, run)
     check_prompter_spec(cfg.prompter)
     template = load_rewrite_template(cfg.template)
     records = load_prompts(cfg.prompts).records
@@ -205,7 +280,8 @@ def sft(cfg: SFTConfig) -> Path:
                             f"whole (too long, several lines where it takes one, or empty), e.g. {unparsed[:3]}: "
                             "the prompter would learn outputs that are cut or dropped")
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(run / CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    truncate_jsonl(run / METRICS, resume_from[0] if resume_from else 0)  # those steps are (re-)run
     torch.manual_seed(cfg.seed)
     base = load_causal_lm(cfg.prompter, trainable=True)
     tokenizer, lm = base.tokenizer, base.model
@@ -218,13 +294,22 @@ def sft(cfg: SFTConfig) -> Path:
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="sft prompter", unit="step", disable=not cfg.progress,
+    total = cfg.epochs * steps_per_epoch
+    state = TrainerState()
+    if resume_from:
+        state = restore_sft_checkpoint(resume_from[1], policy, optimizer)
+        print(f"alignpro sft: resuming after step {state.step} of {total} in {run}")
+    start_step, elapsed_before = state.step, state.elapsed_seconds
+    bar = tqdm(total=total, initial=start_step, desc="sft prompter", unit="step", disable=not cfg.progress,
                dynamic_ncols=True)
-    t0, step = time.perf_counter(), 0
+    t0 = time.perf_counter()
     policy.train()
     for epoch in range(cfg.epochs):
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(pairs))
-        for chunk in np.array_split(order, steps_per_epoch):
+        for n, chunk in enumerate(np.array_split(order, steps_per_epoch)):
+            step = epoch * steps_per_epoch + n + 1
+            if step <= start_step:  # done before the checkpoint, in this same order
+                continue
             q_ids, q_mask, r_ids, r_mask = encode_demos(tokenizer, [queries[i] for i in chunk],
                                                         [pairs[i][1] for i in chunk], eos_id,
                                                         tokenizer.pad_token_id, lm.device)
@@ -234,15 +319,18 @@ def sft(cfg: SFTConfig) -> Path:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            append_jsonl(run / "metrics.jsonl", {"step": step, "epoch": epoch + 1, "loss": loss.item(),
-                                                 "demos": len(chunk), "elapsed_seconds": time.perf_counter() - t0})
+            state.step, state.data_position = step, state.data_position + len(chunk)
+            state.elapsed_seconds = elapsed_before + time.perf_counter() - t0
+            append_jsonl(run / METRICS, {"step": step, "epoch": epoch + 1, "loss": loss.item(),
+                                         "demos": len(chunk), "elapsed_seconds": state.elapsed_seconds})
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if step % cfg.save_every == 0 or step == total:
+                save_sft_checkpoint(run, state, policy, optimizer, cfg.keep_checkpoints)
     bar.close()
     from_records = cfg.demos == INSTRUCTION_DEMOS
     info = {"role": "prompter", "algo": "sft", "base_spec": cfg.prompter, "lora": cfg.lora,
-            "template": cfg.template, "steps": step, "epochs": cfg.epochs, "run": str(run), "reward": None,
+            "template": cfg.template, "steps": total, "epochs": cfg.epochs, "run": str(run), "reward": None,
             "prompts": cfg.prompts, "demos": cfg.demos, "demo_format": cfg.demo_format if from_records else None,
             "demo_styled": cfg.demo_styled if from_records else None, "final_kl": None}
     export_final(policy, tokenizer, run, info)
