@@ -33,7 +33,7 @@ from alignpro.arms import (Arm, ArmRun, ClosedFormConfig, answer_arm, answer_ora
 from alignpro.backends.base import AnswerSettings
 from alignpro.config import config_to_dict, load_yaml, parse_config, setting
 from alignpro.errors import ConfigError
-from alignpro.metrics import arm_stats, reward_win_rate
+from alignpro.metrics import arm_stats, keeps_original_fraction, paired_gain, reward_win_rate
 
 #: ``trained_prompter``/``oracle`` value meaning the adapter shipped with alignpro (reproduced by the recipe named)
 SHIPPED = "shipped"
@@ -210,7 +210,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
         gap = {a: (arms[a]["mean"] - arms[no_ft]["mean"]) / span if span else None
                for a in compared if a != oracle_arm}
     # per-prompt paired difference (same prompts; common fresh answers where two arms show π_F the same x′)
-    paired = {a: arm_stats((arm_rewards[a] - base_r).mean(axis=1)).to_dict() for a in compared}
+    paired = {a: paired_gain(arm_rewards[a], base_r) for a in compared}
     examples = []
     for i in range(len(prompts)):
         examples.append({
@@ -234,9 +234,8 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
                    for a, t in arm_texts.items()}
         guard = {"reward": cfg.guard_reward,
                  "arms": {a: arm_stats(r.ravel()).to_dict() for a, r in guard_r.items()},
-                 "paired_vs_no_ft": {a: arm_stats((guard_r[a] - guard_r[no_ft]).mean(axis=1)).to_dict()
-                                     for a in guard_r if a != no_ft}}
-    kept = {a: float(np.mean([x.strip() in xp for x, xp in zip(prompts, shown)])) for a, shown in chosen.items()}
+                 "paired_vs_no_ft": {a: paired_gain(guard_r[a], guard_r[no_ft]) for a in guard_r if a != no_ft}}
+    kept = {a: keeps_original_fraction(prompts, shown) for a, shown in chosen.items()}
     metrics = {
         "arms": arms,
         "instruction_following": breakdown,
@@ -312,7 +311,7 @@ def instruction_breakdown(reward, prompts: list[str], arm_texts: dict[str, list[
         per_type[arm] = {t: {"followed": f, "n": n, "rate": f / n} for t, (f, n) in sorted(counts.items())}
         answers[arm] = [[[r.id, r.followed] for r in row[0]] for row in verdicts]
     return {"followed": {a: arm_stats(v.ravel()).to_dict() for a, v in overall.items()},
-            "paired_vs_no_ft": {a: arm_stats((v - overall[Arm.NO_FT.value]).mean(axis=1)).to_dict()
+            "paired_vs_no_ft": {a: paired_gain(v, overall[Arm.NO_FT.value])
                                 for a, v in overall.items() if a != Arm.NO_FT.value},
             "per_type": per_type, "answers": answers}
 

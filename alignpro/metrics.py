@@ -29,6 +29,18 @@ def arm_stats(rewards: Sequence[float]) -> ArmStats:
     return ArmStats(mean=float(x.mean()), variance=var, stderr=math.sqrt(var / n), n=n)
 
 
+def paired_gain(arm: np.ndarray, baseline: np.ndarray) -> dict:
+    """An arm's reward gain over the baseline, paired by prompt: per prompt (row of the (N, n) reward arrays), the
+    arm's mean over its answers minus the baseline's; then :func:`arm_stats` of those N differences (mean ± s.e.).
+    The spread between prompts, which both arms share, drops out."""
+    return arm_stats((np.asarray(arm, dtype=float) - np.asarray(baseline, dtype=float)).mean(axis=1)).to_dict()
+
+
+def keeps_original_fraction(prompts: Sequence[str], shown: Sequence[str]) -> float:
+    """The share of prompts x whose x′ (what π_F was shown) still contains x verbatim."""
+    return float(np.mean([x.strip() in xp for x, xp in zip(prompts, shown, strict=True)]))
+
+
 @dataclass(frozen=True)
 class WinRate:
     arm: str

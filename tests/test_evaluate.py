@@ -324,6 +324,26 @@ def test_arms_without_the_baseline_and_without_judges(tmp_path: Path) -> None:
     assert "No judges were configured" in (tmp_path / "run" / "table.md").read_text()
 
 
+def test_guard_reward_scores_every_arms_answers_and_rewrites_keeping_x_are_counted(tmp_path: Path) -> None:
+    # the counting loader gives every reward spec the same fake reward, so the guard must equal the reward exactly
+    cfg = fake_config(tmp_path, prompters=["fake"], datasets=["builtin:eval"], dataset_options=[], seeds=[0],
+                      n_examples=5, answers_per_prompt=2, guard_reward="builtin")
+    metrics = run_evaluation(cfg, loader=Counts().loader)
+    (cell,) = metrics["cells"]
+    for arm, st in cell["arms"].items():
+        assert st["guard"]["mean"] == pytest.approx(st["mean"]) and st["guard"]["n"] == 5 * 2
+        if arm != "no_ft":
+            assert st["guard"]["paired_vs_no_ft"] == pytest.approx(st["paired_vs_no_ft"])
+    (cf,) = [e for e in metrics["aggregate"] if e["arm"] == "align_pro_closed_form"]
+    assert cf["guard_paired_vs_no_ft"]["mean"] == pytest.approx(cf["paired_vs_no_ft"]["mean"])
+    # every prompt is an example here (n_examples = 5 prompts), so the share of x′ that keep x can be recounted
+    shown = [(e["prompt"], e["rewrites"]["align_pro_closed_form"]) for e in metrics["examples"]]
+    kept = cell["diagnostics"]["align_pro_closed_form"]["rewrite_keeps_original_fraction"]
+    assert len(shown) == 5 and kept == pytest.approx(np.mean([x.strip() in xp for x, xp in shown]))
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert "Guard reward `builtin` of the same answers" in table and "Rewrites that keep the original prompt" in table
+
+
 def test_missing_checkpoints_can_be_skipped_with_a_notice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "oracle").mkdir()
     cfg = fake_config(tmp_path, arms=["no_ft", "align_pro=hf:/nope/final", f"oracle=hf:{tmp_path / 'oracle'}"],

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from alignpro.metrics import arm_stats, reward_win_rate, win_rate_from_outcomes
@@ -31,3 +32,16 @@ def test_reward_judge_tie_margin_and_label():
     assert "reward" in w.judge and "0.01" in w.judge
     with pytest.raises(ValueError):
         reward_win_rate([1.0], [1.0, 2.0], arm="a", baseline="b")
+
+
+def test_paired_gain_by_hand_and_the_share_of_rewrites_keeping_x() -> None:
+    from alignpro.metrics import keeps_original_fraction, paired_gain
+
+    arm = np.array([[1.0, 0.0], [1.0, 1.0], [0.5, 0.5]])  # 3 prompts x 2 answers
+    base = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 0.5]])
+    g = paired_gain(arm, base)  # per-prompt differences 0.5, 0.5, 0
+    assert g["n"] == 3 and g["mean"] == pytest.approx(1 / 3)
+    assert g["stderr"] == pytest.approx(np.std([0.5, 0.5, 0.0], ddof=1) / np.sqrt(3))
+    assert keeps_original_fraction([" a b ", "c", "d"], ["x a b y", "c!", "e"]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        keeps_original_fraction(["a"], ["a", "b"])

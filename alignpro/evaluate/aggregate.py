@@ -82,6 +82,11 @@ def aggregate_cells(cells: list[dict[str, Any]], outcomes: dict[tuple, list[floa
         }
         if all("paired_vs_no_ft" in a for a in stats_):
             entry["paired_vs_no_ft"] = paired_over_seeds([a["paired_vs_no_ft"] for a in stats_])
+        if all("guard" in a for a in stats_):  # the guard reward of the same answers
+            guards = [a["guard"] for a in stats_]
+            entry["guard_mean"] = mean_ci95([g["mean"] for g in guards], guards[0]["stderr"])
+            if all("paired_vs_no_ft" in g for g in guards):
+                entry["guard_paired_vs_no_ft"] = paired_over_seeds([g["paired_vs_no_ft"] for g in guards])
         judges = [w["judge"] for w in group[0]["win_rates"] if w["arm"] == arm]
         for judge in judges:
             per_seed = [next(w for w in c["win_rates"] if w["arm"] == arm and w["judge"] == judge) for c in group]

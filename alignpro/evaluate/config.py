@@ -77,6 +77,8 @@ class EvaluateConfig(AnswerSettings, ClosedFormConfig):
     llm_judge_prefill: str = setting("My final verdict is [[", "llm: judges: their reply is forced to start with "
                                      "this, so the verdict comes first (small models need it; '' lets them explain "
                                      "first, as MT-Bench's GPT-4 does)")
+    guard_reward: str = setting("", "also score every arm's answers with this reward spec (e.g. builtin: are they "
+                                    "still on topic?): its mean per arm and paired gain over no_ft; '' = off")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
     template: str = setting("rewrite-default", "rewrite template of the prompters: builtin name or YAML file")
     lam: float = setting(0.02, "λ of eq (10) (0 = argmax, inf = ρ_sft); evaluate's default suits the builtin "
@@ -133,6 +135,8 @@ class EvaluateConfig(AnswerSettings, ClosedFormConfig):
         if self.judges and BASELINE not in self.arm_specs:
             problems.append(f"the judges compare arms with '{BASELINE}'; add '{BASELINE}' to 'arms' or set judges: []")
         _check_reward_spec(self.reward, problems)
+        if self.guard_reward:
+            _check_reward_spec(self.guard_reward, problems)
         if problems:
             raise ConfigError(one_message(problems))
 

@@ -117,13 +117,30 @@ def render_table(metrics: dict[str, Any]) -> str:
         lines.append(f"| {e['pair']} | {dataset_name(e['dataset'])} | {e['arm']} | {m['mean']:.4f} "
                      f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] | {v['mean']:.4f} [{v['ci95'][0]:.4f}, "
                      f"{v['ci95'][1]:.4f}] | {e['n']} | {e['mean_answer_words']:.0f} | {_paired(e)} |")
+    guard = metrics["config"].get("guard_reward")
+    if guard and any("guard_mean" in e for e in agg):
+        lines += ["", f"Guard reward `{guard}` of the same answers, also against the ORIGINAL prompt (are they still "
+                      "on topic?); paired Δ as above.", "",
+                  f"| pair | dataset | arm | mean guard reward [95% CI] | paired Δ vs {BASELINE} ± s.e. (s.e.s) "
+                  "[95% CI] |", "|---|---|---|---|---|"]
+        for e in agg:
+            g = e.get("guard_mean")
+            if g is not None:
+                lines.append(f"| {e['pair']} | {dataset_name(e['dataset'])} | {e['arm']} | {g['mean']:.4f} "
+                             f"[{g['ci95'][0]:.4f}, {g['ci95'][1]:.4f}] | {_paired(e, 'guard_paired_vs_no_ft')} |")
+    kept = [(c["pair"], c["dataset"], c["seed"], a, d["rewrite_keeps_original_fraction"])
+            for c in metrics["cells"] for a, d in c.get("diagnostics", {}).items()
+            if "rewrite_keeps_original_fraction" in d]
+    if kept:
+        lines += ["", "Rewrites that keep the original prompt verbatim (x inside x′): " + "; ".join(
+            f"{a} {100 * f:.0f} % ({p}, {dataset_name(d)}, seed {s})" for p, d, s, a, f in kept) + "."]
     lines += ["", "Pairs: " + "; ".join(f"{p} = {i['prompter']} → {i['target']}" for p, i in metrics["pairs"].items())
               + ". Datasets: " + "; ".join(f"{k} = {v}" for k, v in metrics["datasets"].items()) + ".", ""]
     return "\n".join(lines)
 
 
-def _paired(entry: dict[str, Any]) -> str:
-    p = entry.get("paired_vs_no_ft")
+def _paired(entry: dict[str, Any], key: str = "paired_vs_no_ft") -> str:
+    p = entry.get(key)
     if p is None:
         return "–"
     z = f" ({p['mean'] / p['stderr']:+.1f})" if p["stderr"] > 0 else ""

@@ -33,7 +33,7 @@ from alignpro.evaluate.judge_specs import JudgeSpec
 from alignpro.evaluate.judges import (LLMJudge, OpenAIJudge, PairwiseJudge, RewardJudge, Verdict,
                                       load_judge_template)
 from alignpro.evaluate.plan import Cell, checkpoint_fingerprint, preflight
-from alignpro.metrics import arm_stats, win_rate_from_outcomes
+from alignpro.metrics import arm_stats, keeps_original_fraction, paired_gain, win_rate_from_outcomes
 from alignpro.templates import load_rewrite_template
 
 
@@ -64,6 +64,7 @@ class CellRun:
     cell: Cell
     arms: ArmRun
     verdicts: dict[tuple[str, str], list[Verdict]] = field(default_factory=dict)  #: (judge, arm) -> (N·n,)
+    guard: dict[str, np.ndarray] = field(default_factory=dict)  #: arm -> (N, n) guard rewards of its answers
 
 
 def _words(text: str) -> int:
@@ -102,8 +103,9 @@ class Evaluation:
         return CachedPrompter(self.cache, self.pool, spec, self.cfg.rewrite_gen, self.template_id,
                               fingerprint=self.fingerprint(spec), batch_size=self.cfg.batch_size)
 
-    def reward(self) -> CachedReward:
-        spec = self.cfg.reward
+    def reward(self, spec: str | None = None) -> CachedReward:
+        """The reward (``spec`` None) or another reward spec (the guard) through the cache."""
+        spec = spec or self.cfg.reward
         fp = self.fingerprint(spec) if spec.startswith("hf:") else ""
         return CachedReward(self.cache, self.pool, spec, fingerprint=fp, batch_size=max(self.cfg.batch_size, 32))
 
@@ -218,6 +220,21 @@ class Evaluation:
                 self.judge_usage[judge.name] = {"calls": usage.calls, "retries": usage.retries, **usage.extra}
         self.pool.retain(set())
 
+    def stage_guard(self) -> None:
+        """Every arm's answers scored by ``guard_reward`` against the ORIGINAL x (are they still on topic?)."""
+        if not self.cfg.guard_reward:
+            return
+        guard = self.reward(self.cfg.guard_reward)
+        with self.bar(f"guard {self.cfg.guard_reward}: every arm's answers",
+                      sum(len(r.arms.prompts) for r in self.runs) * len(self.plan.arms)) as bar:
+            for run in self.runs:
+                prompts, n = run.arms.flat_prompts(), run.arms.n
+                for arm in self.plan.arms:
+                    values = guard.score(prompts, run.arms.flat(arm))
+                    run.guard[arm] = np.asarray(values, dtype=float).reshape(len(run.arms.prompts), n)
+                    bar.update(len(run.arms.prompts))
+        self.pool.retain(set())
+
     # ---------------------------------------------------------------- the run
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -235,6 +252,7 @@ class Evaluation:
         try:
             self.stage_arms()
             self.stage_judges()
+            self.stage_guard()
             metrics = self.metrics(time.perf_counter() - t0)
         finally:
             self.pool.retain(set())
@@ -256,7 +274,11 @@ class Evaluation:
                 st["mean_answer_words"] = float(np.mean([_words(y) for y in r.flat(arm)]))
                 st["mean_answer_tokens"] = float(np.mean([t for row in r.tokens[arm] for t in row]))
                 if arm != BASELINE and BASELINE in r.rewards:  # paired by prompt: mean over prompts of Δ
-                    st["paired_vs_no_ft"] = arm_stats((r.rewards[arm] - r.rewards[BASELINE]).mean(axis=1)).to_dict()
+                    st["paired_vs_no_ft"] = paired_gain(r.rewards[arm], r.rewards[BASELINE])
+                if arm in run.guard:
+                    st["guard"] = arm_stats(run.guard[arm].ravel()).to_dict()
+                    if arm != BASELINE and BASELINE in run.guard:
+                        st["guard"]["paired_vs_no_ft"] = paired_gain(run.guard[arm], run.guard[BASELINE])
                 arms[arm] = st
             win_rates = []
             for (judge, arm), verdicts in run.verdicts.items():
@@ -266,9 +288,14 @@ class Evaluation:
                 wr.update(_judge_extras(verdicts, r.flat(arm), r.flat(BASELINE)))
                 wr["judge_independent"] = self.judge_independent[judge]
                 win_rates.append(wr)
+            diagnostics = {a: dict(r.diagnostics[a]) for a in self.plan.arms if a in r.diagnostics}
+            for a, shown in r.rewrites.items():
+                if a in self.plan.arms:
+                    diagnostics.setdefault(a, {})["rewrite_keeps_original_fraction"] = keeps_original_fraction(
+                        r.prompts, shown)
             cells.append({"pair": c.pair, "prompter": c.prompter, "target": c.target, "dataset": c.dataset,
                           "seed": c.seed, "n_prompts": len(r.prompts), "arms": arms, "win_rates": win_rates,
-                          "diagnostics": {a: r.diagnostics[a] for a in self.plan.arms if a in r.diagnostics}})
+                          "diagnostics": diagnostics})
             if c.seed == cfg.seeds[0]:
                 examples.extend(_examples(run, cfg))
         return {
