@@ -15,8 +15,8 @@ the prompter spec ``hf:RUN/final-adapter`` and can be the ρ_sft (policy init an
 ``alignpro train --prompter hf:RUN/final-adapter``.
 
 A run is resumable: every ``save_every`` steps (and at the last) the trained tensors, the AdamW state and the step
-go into an atomic checkpoint (``RUN/checkpoints/step-XXXXXX``, :mod:`alignpro.train.checkpoint`'s layout, less the
-RNG states and schedule SFT has no use for). Running ``alignpro sft`` again with the same settings and ``--out``
+go into an atomic checkpoint (``RUN/checkpoints/step-000010`` for step 10: :mod:`alignpro.train.checkpoint`'s
+layout, less the RNG states and schedule SFT has no use for). Running ``alignpro sft`` again with the same settings and ``--out``
 continues an unfinished run from its newest complete checkpoint (:func:`resume_point`): the metrics rows after it
 are dropped and those steps re-run in the same order (a pure function of (seed, epoch); dropout is off), so the
 result equals an uninterrupted run's. A finished run (``RUN/final``) or one with other settings is refused.
