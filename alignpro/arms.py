@@ -64,6 +64,12 @@ class Arm(str, enum.Enum):
         return self not in (Arm.NO_FT, Arm.ORACLE)
 
     @property
+    def is_no_learning_baseline(self) -> bool:
+        """Whether the arm is something a user can do without training (a fixed line, repetition, π_F rewriting
+        its own answer): trained arms report their paired gain over the strongest of these too."""
+        return self in NO_LEARNING_BASELINES
+
+    @property
     def checkpoint_role(self) -> str | None:
         """'prompter' / 'target' for an arm that needs a trained model, else None."""
         return _CHECKPOINT_ROLE.get(self)
@@ -79,6 +85,8 @@ _TITLES = {
 }
 _CHECKPOINT_ROLE = {Arm.ALIGN_PRO: "prompter", Arm.CLOSED_FORM_TRAINED: "prompter", Arm.ORACLE: "target"}
 BASELINE = Arm.NO_FT.value
+#: the no-learning baselines (beside no_ft) that trained arms are compared against
+NO_LEARNING_BASELINES: frozenset[Arm] = frozenset()
 
 #: seed offset of each arm's fresh answers (a chunk adds the index of its first prompt)
 FRESH_SEED = {Arm.NO_FT: 100, Arm.CLOSED_FORM: 200, Arm.CLOSED_FORM_REWRITES_ONLY: 250, Arm.ALIGN_PRO: 400,
