@@ -1,14 +1,24 @@
 #!/bin/bash
-# One lease call (device tool, carry .gpu/a/tok .gpu/whl .gpu/c): `alignpro overopt` end to end on CUDA with tiny
-# random models (a 2-layer Llama with SmolLM2's tokenizer as π_F and ρ_sft, a 1-layer BERT with MiniLM's tokenizer
-# as the proxies' base, a length-based python: gold): labelling, two Bradley–Terry proxies, distill runs of the
-# prompter and the oracle, the closed-form pool and the checkpoint measurement (CheckpointPolicy on cuda).
+# `alignpro overopt` end to end on CUDA with tiny random models: a 2-layer Llama with SmolLM2's tokenizer as π_F
+# and ρ_sft, a 1-layer BERT with MiniLM's tokenizer as the proxies' base, a length-based `python:` gold reward.
+# Stages: labelling, two Bradley–Terry proxies (N = 16, 48), distill runs of the prompter and the oracle, the
+# closed-form pool and the checkpoint measurement (CheckpointPolicy on cuda); then the same study again, which must
+# skip every stage and give the same points. Writes DIR/overopt.log, DIR/overopt.md and DIR/overopt.png.
+#
+# Needs: a GPU machine whose python3 has torch with CUDA (no network needed), run from the repository root, with
+#   .gpu/whl/*.whl       wheels of the dependencies missing from that image
+#   .gpu/a/tok/          SmolLM2-135M-Instruct's tokenizer files, tokenizer.json compressed as tokenizer.json.xz
+#   .gpu/c/bert-tok/     all-MiniLM-L6-v2's tokenizer files
+#   .gpu/c/gpu_gold.py   `length_gold(prompts, answers) -> list[float]`, the gold reward (a `python:` reward spec)
+#   OUT=DIR              where the log, table and figure go
+# Run:  OUT=/tmp/out bash scripts/device/gpu-overopt-tiny.sh
+# Last run at 53fbf46 on one NVIDIA H200 (docs/benchmarks.md, "alignpro overopt on CUDA").
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
-source scripts/device/env.sh
+source scripts/device/gpu-env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD/.gpu/c
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $OUT/c.log
-/usr/bin/time -f "overopt on cuda %e s" timeout 420 python3 - <<'PY' 2>&1 | grep -v "Loading weights\|Writing model" | tail -80 | tee -a $OUT/c.log
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $OUT/overopt.log
+/usr/bin/time -f "overopt on cuda %e s" timeout 420 python3 - <<'PY' 2>&1 | grep -v "Loading weights\|Writing model" | tail -80 | tee -a $OUT/overopt.log
 import lzma, math, pathlib, shutil, time, torch, yaml
 from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM)
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))
