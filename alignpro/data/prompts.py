@@ -739,6 +739,11 @@ def load_prompts(source: str, split: str | None = None, n: int | None = None, se
         raise AlignProError(f"prompt source must be a non-empty string; valid forms: {_VALID_SOURCES}")
     source = source.strip()
     rules_kwargs = {"max_chars": max_chars, "max_tokens": max_tokens, "count_tokens": count_tokens}
+    if source.partition(":")[0] == "builtin-writing":  # writing tasks with woven IFEval instructions
+        from alignpro.data.writing import load_builtin_writing
+
+        return load_builtin_writing(source, split, n, seed, skip_bad, field=field, system_field=system_field,
+                                    data_files=data_files, **rules_kwargs)
 
     builtin_name, _, named_split = source.partition(":")
     if builtin_name in _BUILTIN_RESOURCES:

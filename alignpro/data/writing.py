@@ -1,0 +1,165 @@
+"""The ``builtin-writing`` prompt set: writing tasks with verifiable IFEval instructions woven into the request.
+
+Two files in ``alignpro.data``:
+
+* ``writing_bases.jsonl``: 440 base writing prompts written for this project (20 categories, 22 each: essays,
+  poems, letters, emails, pitches, summaries and rewrites of a short given text, itineraries, stories, speeches,
+  reviews, ads, blog posts, cover letters, recipes, dialogues, songs, riddles, FAQs, social posts). A row holds
+  ``id`` (``w001``..), ``category``, ``request`` (what the user asks for) and, for summaries and rewrites,
+  ``given`` (the short text to work on). :func:`writing_bases` reads them.
+* ``builtin_writing.jsonl``: three variants of every base (``key`` ``<base id>-v<0..2>``), each with 1 to 3
+  instructions of IFEval's registry phrased in the request, in IFEval's schema (``key``, ``prompt``,
+  ``instruction_id_list``, ``kwargs``) plus ``base_id`` and ``category``. ``scripts/make_builtin_writing.py``
+  generates it from the bases (and documents the instruction types, phrasings and draws).
+
+Split. Per category, the ``round(0.15 * size)`` base ids whose ``sha256("alignpro-writing-split:" + id)`` hex
+digests sort first are ``eval``; the rest are ``train``. A variant goes where its base goes, so no base prompt
+(nor its given text) is in both splits, and both splits cover every category.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+from alignpro.data.prompts import LoadResult, PromptRecord, _check_sample, _reject, _sample, load_prompt_file
+from alignpro.errors import AlignProError
+
+WRITING_SOURCE = "builtin-writing"
+"""Source name of the set in :func:`alignpro.data.load_prompts` (``builtin-writing[:train|:eval|:all]``)."""
+WRITING_EVAL_FRACTION = 0.15
+"""Share of each category's base prompts held out for ``split="eval"``."""
+BASES_RESOURCE = "writing_bases.jsonl"
+PROMPTS_RESOURCE = "builtin_writing.jsonl"
+VARIANT_MARK = "-v"
+"""A record key is ``<base id>-v<variant>``, e.g. ``w001-v2``."""
+_SPLITS = ("train", "eval", "all")
+
+
+@dataclass(frozen=True)
+class WritingBase:
+    """One base writing prompt, before instructions are attached."""
+
+    id: str
+    """``w001``, ``w002``, ... in file order."""
+    category: str
+    """Kind of writing: ``essay``, ``poem``, ``summary``, ``rewrite``, ..."""
+    request: str
+    """What the user asks for, one or a few sentences; the instructions are woven into it."""
+    given: str | None = None
+    """The short text to summarise or rewrite (it follows the request after a blank line), or None."""
+
+    @property
+    def text(self) -> str:
+        """The base prompt as a user would send it without instructions."""
+        return self.request if self.given is None else f"{self.request}\n\n{self.given}"
+
+
+def _base_from_row(row: Any, line: int) -> WritingBase:
+    where = f"alignpro/data/{BASES_RESOURCE}, line {line}"
+    if not isinstance(row, dict):
+        raise AlignProError(f"{where}: expected a JSON object with id, category, request (and optional given)")
+    fields = {name: row.get(name) for name in ("id", "category", "request", "given")}
+    for name, value in fields.items():
+        if (value is not None or name != "given") and (not isinstance(value, str) or not value.strip()
+                                                      or value != value.strip()):
+            raise AlignProError(f"{where}: '{name}' must be a non-empty string without surrounding spaces, "
+                                f"got {value!r:.60}")
+    unknown = set(row) - set(fields)
+    if unknown:
+        raise AlignProError(f"{where}: unknown keys {sorted(unknown)}; valid keys are {', '.join(fields)}")
+    return WritingBase(**fields)
+
+
+@lru_cache(maxsize=1)
+def writing_bases() -> tuple[WritingBase, ...]:
+    """The base writing prompts shipped with alignpro, in file order (ids unique)."""
+    text = resources.files("alignpro.data").joinpath(BASES_RESOURCE).read_text(encoding="utf-8")
+    bases = tuple(_base_from_row(json.loads(line), n) for n, line in enumerate(text.splitlines(), 1) if line)
+    ids = [b.id for b in bases]
+    if len(set(ids)) != len(ids):
+        raise AlignProError(f"alignpro/data/{BASES_RESOURCE}: duplicate ids")
+    return bases
+
+
+def base_id(record_id: str) -> str:
+    """The base prompt of a ``builtin-writing`` record: ``w001`` for ``w001-v2``."""
+    return record_id.rpartition(VARIANT_MARK)[0] or record_id
+
+
+def _split_key(identifier: str) -> str:
+    """Stable across processes and Python versions (unlike the salted built-in ``hash``)."""
+    return hashlib.sha256(f"alignpro-writing-split:{identifier}".encode()).hexdigest()
+
+
+def eval_base_ids(bases: Iterable[WritingBase]) -> frozenset[str]:
+    """Per category, the ``round(WRITING_EVAL_FRACTION * size)`` (at least 1) ids whose split keys sort first; a
+    category with a single base stays in train."""
+    by_category: dict[str, list[str]] = {}
+    for base in bases:
+        by_category.setdefault(base.category, []).append(base.id)
+    chosen: set[str] = set()
+    for ids in by_category.values():
+        k = max(1, round(WRITING_EVAL_FRACTION * len(ids))) if len(ids) > 1 else 0
+        chosen.update(sorted(ids, key=_split_key)[:k])
+    return frozenset(chosen)
+
+
+def _take_split(records: list[PromptRecord], split: str) -> list[PromptRecord]:
+    if split not in _SPLITS:
+        raise AlignProError(f"{WRITING_SOURCE} split must be 'train', 'eval' or 'all', got {split!r}")
+    if split == "all":
+        return records
+    held_out = eval_base_ids(writing_bases())
+    return [r for r in records if (base_id(r.id) in held_out) == (split == "eval")]
+
+
+def _read(skip_bad: bool = False, max_chars: int | None = None, max_tokens: int | None = None,
+          count_tokens: Callable[[str], int] | None = None) -> LoadResult:
+    """Every record of ``builtin_writing.jsonl``, read with the prompt-file rules, source ``builtin-writing``."""
+    with resources.as_file(resources.files("alignpro.data").joinpath(PROMPTS_RESOURCE)) as path:
+        result = load_prompt_file(path, skip_bad=skip_bad, max_chars=max_chars, max_tokens=max_tokens,
+                                  count_tokens=count_tokens)
+    result.records = [replace(r, source=WRITING_SOURCE) for r in result.records]
+    return result
+
+
+@lru_cache(maxsize=1)
+def _all_records() -> tuple[PromptRecord, ...]:
+    return tuple(_read().records)
+
+
+def builtin_writing_prompts(split: Literal["train", "eval", "all"] = "all") -> list[PromptRecord]:
+    """The writing prompts with woven IFEval instructions, in file order (see the module docstring)."""
+    return _take_split(list(_all_records()), split)
+
+
+def load_builtin_writing(source: str, split: str | None = None, n: int | None = None, seed: int = 0,
+                         skip_bad: bool = False, *, max_chars: int | None = None, max_tokens: int | None = None,
+                         count_tokens: Callable[[str], int] | None = None, field: str | None = None,
+                         system_field: str | None = None, data_files: Any = None) -> LoadResult:
+    """:func:`alignpro.data.load_prompts` for ``builtin-writing[:train|:eval|:all]``: the split named in the
+    source or by ``split`` (default all), then a seeded sample of ``n`` kept in file order. ``field``,
+    ``system_field`` and ``data_files`` are for files and datasets and must be unset."""
+    _reject(source, field=field, system_field=system_field, data_files=data_files)
+    name, _, named = source.strip().partition(":")
+    if name != WRITING_SOURCE:
+        raise AlignProError(f"prompt source '{source}' is not {WRITING_SOURCE}[:train|:eval|:all]")
+    if named and split is not None and named != split:
+        raise AlignProError(f"prompt source '{source}' names split '{named}' but split={split!r} was also given; "
+                            "give the split once")
+    chosen = named or split or "all"
+    if chosen not in _SPLITS:
+        raise AlignProError(f"unknown builtin split '{chosen}'; valid forms: {WRITING_SOURCE}, "
+                            + ", ".join(f"{WRITING_SOURCE}:{s}" for s in _SPLITS))
+    _check_sample(n, seed)
+    result = _read(skip_bad, max_chars, max_tokens, count_tokens)
+    result.records = _sample(_take_split(result.records, chosen), n, seed)
+    if not result.records:
+        raise AlignProError(f"prompt source '{source}': no usable prompts ({result.summary()})")
+    return result
