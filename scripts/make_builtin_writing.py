@@ -223,7 +223,7 @@ PHRASINGS: dict[str, Callable[[Args], list[Phrase]]] = {
     "detectable_format:json_format": lambda a: [
         _clause("returned entirely as valid JSON"),
         _sentence("Format the whole reply as JSON."),
-        _sentence("Please give me the output as a JSON object and nothing else (markdown code fences are fine).")],
+        _sentence("Give me the output as one JSON object and nothing else (markdown code fences are fine).")],
     "detectable_format:title": lambda a: [
         _clause("with a title wrapped in double angle brackets like <<title>>"),
         _sentence("Give it a title inside double angular brackets, for example <<My Title>>."),
