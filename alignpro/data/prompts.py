@@ -744,6 +744,11 @@ def load_prompts(source: str, split: str | None = None, n: int | None = None, se
 
         return load_builtin_writing(source, split, n, seed, skip_bad, field=field, system_field=system_field,
                                     data_files=data_files, **rules_kwargs)
+    if source.partition(":")[0] == "ifeval" or source.lower() == "hf:google/ifeval":  # Google's IFEval (test set)
+        from alignpro.data.ifeval_google import load_ifeval
+
+        return load_ifeval(source, split, n, seed, skip_bad, field=field, system_field=system_field,
+                           data_files=data_files, cache_dir=cache_dir, **rules_kwargs)
 
     builtin_name, _, named_split = source.partition(":")
     if builtin_name in _BUILTIN_RESOURCES:
