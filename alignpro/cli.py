@@ -48,13 +48,23 @@ def _path_setting(path: Path, blocker: Path, argv: list[str]) -> str | None:
     return None
 
 
+def _making_a_folder(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised where a folder is made (``Path.mkdir``, ``os.makedirs``)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name in ("mkdir", "makedirs")
+
+
 def _run(module, name: str, rest: list[str]) -> int:
+    """``module.main``; a folder that cannot be made because a file stands in its way (a file given as the run
+    folder ``--out``, wherever the command makes it) is a :class:`ConfigError` naming the flag that gave it."""
     try:
         if module.__name__ == "alignpro.quick":
             return int(module.main(name, rest) or 0)
         return int(module.main(rest) or 0)
-    except (FileExistsError, NotADirectoryError) as exc:  # a folder to make (the run folder, --out) is a file
-        blocker = blocking_file(exc.filename) if exc.filename else None
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = blocking_file(exc.filename) if exc.filename and _making_a_folder(exc) else None
         if blocker is None:
             raise
         path = Path(exc.filename)

@@ -37,10 +37,6 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} into a cache key")
 
 
-def _columns(db: sqlite3.Connection) -> tuple[str, ...]:
-    return tuple(row[1] for row in db.execute("PRAGMA table_info(cache)"))
-
-
 class DiskCache:
     """sqlite key -> JSON value, with hit/miss counts per stage. Safe to share between threads."""
 
@@ -60,19 +56,18 @@ class DiskCache:
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables - {"cache"} or ("cache" in tables and _columns(self.db) != _COLUMNS):
-                raise ConfigError(f"setting '{setting}': '{path}' is a sqlite database but not an alignpro cache "
-                                  f"(its tables: {sorted(tables)}); {_VALID_CACHE}")
-            self.db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, stage TEXT, value TEXT, "
-                            "created REAL)")
-            self.db.commit()
+            columns = tuple(row[1] for row in self.db.execute("PRAGMA table_info(cache)"))
         except sqlite3.DatabaseError as exc:  # not a sqlite file at all ("file is not a database")
             self.db.close()
             raise ConfigError(f"setting '{setting}': '{path}' is not a sqlite cache file ({exc}); "
                               f"{_VALID_CACHE}") from None
-        except ConfigError:
+        if tables - {"cache"} or (tables and columns != _COLUMNS):  # someone else's database: leave it alone
             self.db.close()
-            raise
+            raise ConfigError(f"setting '{setting}': '{path}' is a sqlite database but not an alignpro cache "
+                              f"(its tables: {sorted(tables)}); {_VALID_CACHE}")
+        self.db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, stage TEXT, value TEXT, "
+                        "created REAL)")
+        self.db.commit()
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
 

@@ -96,6 +96,17 @@ def test_a_file_error_not_from_a_setting_is_reported_without_naming_one(tmp_path
         "existing one or a new path (it is created)")
 
 
+def test_only_a_folder_being_made_is_reported_as_one(tmp_path: Path, monkeypatch) -> None:
+    """Reading a path through a file is not a folder setting's fault: that error is not relabelled."""
+    import alignpro.demo
+
+    blocked = tmp_path / "elsewhere"
+    blocked.write_text("")
+    monkeypatch.setattr(alignpro.demo, "run_demo", lambda cfg, **kw: (blocked / "x.jsonl").read_text())
+    with pytest.raises(NotADirectoryError):
+        main(DEMO + ["--reward", "fake", "--out", str(blocked / "x.jsonl")])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # evaluate --cache that is not a cache
 # ---------------------------------------------------------------------------------------------------------------
