@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
-from alignpro.errors import AlignProError
+from alignpro.errors import AlignProError, ConfigError
+from alignpro.fileio import blocking_file, not_a_folder_message
 
 # sub-command -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +34,43 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _path_setting(path: Path, blocker: Path, argv: list[str]) -> str | None:
+    """The setting (a ``--flag VALUE`` or ``--flag=VALUE`` of ``argv``) whose VALUE is ``path`` or a folder above
+    it and lies at or below ``blocker``: the input that put a file where a folder had to be."""
+    for i, token in enumerate(argv):
+        if not token.startswith("--"):
+            continue
+        flag, eq, value = token[2:].partition("=")
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if value and (Path(value) == path or Path(value) in path.parents) and \
+                (Path(value) == blocker or blocker in Path(value).parents):
+            return flag.replace("-", "_")
+    return None
+
+
+def _making_a_folder(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised where a folder is made (``Path.mkdir``, ``os.makedirs``)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name in ("mkdir", "makedirs")
+
+
+def _run(module, name: str, rest: list[str]) -> int:
+    """``module.main``; a folder that cannot be made because a file stands in its way (a file given as the run
+    folder ``--out``, wherever the command makes it) is a :class:`ConfigError` naming the flag that gave it."""
+    try:
+        if module.__name__ == "alignpro.quick":
+            return int(module.main(name, rest) or 0)
+        return int(module.main(rest) or 0)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = blocking_file(exc.filename) if exc.filename and _making_a_folder(exc) else None
+        if blocker is None:
+            raise
+        path = Path(exc.filename)
+        raise ConfigError(not_a_folder_message(path, blocker, _path_setting(path, blocker, rest))) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -47,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     try:
-        if module.__name__ == "alignpro.quick":
-            return int(module.main(name, rest) or 0)
-        return int(module.main(rest) or 0)
+        return _run(module, name, rest)
     except AlignProError as exc:
         print(f"alignpro {name}: error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from alignpro.errors import ConfigError
+from alignpro.fileio import blocking_file
+
+_COLUMNS = ("key", "stage", "value", "created")
+_VALID_CACHE = "give a cache file written by alignpro, or a new file path (it is created)"
+
 
 def cache_key(**parts: Any) -> str:
     """sha256 of the canonical JSON of ``parts`` (sorted keys, no whitespace; dataclasses as dicts)."""
@@ -34,12 +40,31 @@ def _plain(value: Any) -> Any:
 class DiskCache:
     """sqlite key -> JSON value, with hit/miss counts per stage. Safe to share between threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, setting: str = "cache") -> None:
+        """Open (or create) the cache file ``path``; a path that is not one is a :class:`ConfigError` naming
+        ``setting``."""
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ConfigError(f"setting '{setting}': '{path}' is a folder; {_VALID_CACHE}")
+        blocker = blocking_file(self.path.parent)
+        if blocker is not None:
+            raise ConfigError(f"setting '{setting}': '{blocker}' is a file, so '{path}' cannot be made inside it; "
+                              f"{_VALID_CACHE}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = tuple(row[1] for row in self.db.execute("PRAGMA table_info(cache)"))
+        except sqlite3.DatabaseError as exc:  # not a sqlite file at all ("file is not a database")
+            self.db.close()
+            raise ConfigError(f"setting '{setting}': '{path}' is not a sqlite cache file ({exc}); "
+                              f"{_VALID_CACHE}") from None
+        if tables - {"cache"} or (tables and columns != _COLUMNS):  # someone else's database: leave it alone
+            self.db.close()
+            raise ConfigError(f"setting '{setting}': '{path}' is a sqlite database but not an alignpro cache "
+                              f"(its tables: {sorted(tables)}); {_VALID_CACHE}")
         self.db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, stage TEXT, value TEXT, "
                         "created REAL)")
         self.db.commit()

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from alignpro.errors import ConfigError
+
 
 def fsync_dir(path: str | Path) -> None:
     """Make a rename inside the folder ``path`` durable."""
@@ -69,3 +71,36 @@ def atomic_write_dir(final: str | Path, write: Callable[[Path], object], *, fsyn
     if fsync:
         fsync_dir(final.parent)
     return final
+
+
+def blocking_file(path: str | Path) -> Path | None:
+    """``path`` or its nearest ancestor that exists, when that is not a folder (so no folder can be made at
+    ``path``); None when ``path`` is a folder or could be created as one."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
+def not_a_folder_message(path: str | Path, blocker: Path, setting: str | None = "out") -> str:
+    """The one error for a folder setting that names a file (or a path through a file)."""
+    what = f"'{path}' is a file" if Path(path) == blocker else f"'{blocker}' is a file, so '{path}' cannot be a folder"
+    if setting:
+        return (f"setting '{setting}': {what}; --{setting.replace('_', '-')} must name a folder: an existing one or a "
+                "new path (it is created)")
+    return f"{what}; give a folder: an existing one or a new path (it is created)"
+
+
+def check_run_folder(path: str | Path, setting: str = "out") -> Path:
+    """``path`` when a folder can be there; else a :class:`ConfigError` naming ``setting`` (a file stands in the
+    way). Commands call it before loading anything, so a bad ``--out`` fails at once."""
+    blocker = blocking_file(path)
+    if blocker is not None:
+        raise ConfigError(not_a_folder_message(path, blocker, setting))
+    return Path(path)
+
+
+def make_run_folder(path: str | Path, setting: str = "out") -> Path:
+    """Create the folder ``path`` (with its parents), after :func:`check_run_folder`."""
+    check_run_folder(path, setting).mkdir(parents=True, exist_ok=True)
+    return Path(path)

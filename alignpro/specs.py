@@ -251,10 +251,14 @@ REWARD_BUILDERS: dict[str, Callable[[RewardSpec, Any], Any]] = {
 
 
 def make_reward(spec: str, records=None):
-    """The reward for ``spec``; ``records`` (the prompt records it will score) are needed by ``ifeval``."""
+    """The reward for ``spec``; ``records`` (the prompt records it will score) are needed by ``ifeval``. Every
+    reward (each term of a sum) refuses to return a NaN or infinite value (:func:`alignpro.rewards.finite_rewards`)."""
+    from alignpro.rewards import finite_rewards
+
     terms = parse_reward_spec(spec)
+    built = [finite_rewards(REWARD_BUILDERS[t.kind](t, records), str(t)) for t in terms]
     if len(terms) == 1:
-        return REWARD_BUILDERS[terms[0].kind](terms[0], records)
+        return built[0]
     from alignpro.rewards.mix import MixedReward
 
-    return MixedReward([(t.weight, REWARD_BUILDERS[t.kind](t, records)) for t in terms], name=spec.strip())
+    return MixedReward([(t.weight, r) for t, r in zip(terms, built)], name=spec.strip())

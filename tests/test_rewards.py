@@ -48,20 +48,27 @@ def test_hf_reward_tiny_random_classifier(tmp_path, smollm2_path):
     LlamaForSequenceClassification(cfg).save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     rm = make_reward(f"hf:{tmp_path / 'rm'}")
-    assert "{{" in (rm.tokenizer.chat_template or "{{")  # uses its own tokenizer's chat template
-    rendered = rm.render("hi there", "hello")
-    assert "hi there" in rendered and "hello" in rendered
+    # (x, y) is rendered with the reward model's own tokenizer's chat template (here SmolLM2's, saved with it) ...
+    assert rm.render("hi there", "hello") == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n")
     s = rm.score(["a", "a longer prompt here", "b"], ["x", "y y y", "z"])
     assert len(s) == 3 and all(np.isfinite(s))
     assert s == rm.score(["a", "a longer prompt here", "b"], ["x", "y y y", "z"])
     # batching with left/right padding must not change a sequence's score
     alone = rm.score(["a longer prompt here"], ["y y y"])
     assert alone[0] == pytest.approx(s[1], abs=1e-5)
+    # ... and as plain "User:/Assistant:" turns by a tokenizer without one
+    rm.tokenizer.chat_template = None
+    assert rm.render("hi there", "hello") == "User: hi there\nAssistant: hello"
 
 
 def test_hf_reward_missing_path_is_clear(tmp_path):
-    with pytest.raises(AlignProError, match="reward model"):
+    with pytest.raises(AlignProError, match=f"^no such folder: '{tmp_path / 'missing'}'"):
         make_reward(f"hf:{tmp_path / 'missing'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlignProError, match="could not load a sequence-classification reward model from"):
+        make_reward(f"hf:{tmp_path / 'empty'}")
 
 
 def length_reward(prompts, answers):

@@ -155,6 +155,9 @@ def test_no_rewrite_forwards_the_prompt(fake: FakeOpenAIServer) -> None:
     (b'{"messages": ["hi"]}', "messages[0] must be an object"),
     (b'{"messages": [{"role": "system", "content": "x"}]}', "no message with role 'user'"),
     (b'{"messages": [{"role": "user", "content": 3}]}', "messages[0].content must be a string"),
+    (b'{"messages": [{"role": "user", "content": ""}]}', "messages[0].content is empty"),
+    (b'{"messages": [{"role": "user", "content": " \\n "}]}', "messages[0].content is empty"),
+    (b'{"messages": [{"role": "user", "content": []}]}', "messages[0].content is empty"),
     (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "'stream' must be true or false"),
     (b'{"messages": [{"role": "user", "content": "x"}], "n": "two"}', "'n' must be 1 for the local target"),
 ])
@@ -165,6 +168,18 @@ def test_bad_requests_are_400_and_serving_goes_on(local_serve: RunningServer, bo
     assert needle in r.json()["error"]["message"] and r.json()["error"]["type"] == "invalid_request_error"
     ok = client(local_serve).chat.completions.create(model="m", messages=[{"role": "user", "content": "still?"}])
     assert ok.choices[0].message.content
+
+
+def test_empty_content_is_400_naming_the_field(local_serve: RunningServer) -> None:
+    """Like ``alignpro rewrite ""``, the server refuses an empty prompt; OpenAI's ``param`` names the field."""
+    r = httpx.post(f"{local_serve.url}/v1/chat/completions", json={"messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [{"type": "text", "text": ""}]}]})
+    assert r.status_code == 400
+    assert r.json() == {"error": {
+        "message": "messages[2].content is empty: the last user message is the prompt Align-Pro rewrites, so it "
+                   "must hold some text", "type": "invalid_request_error", "param": "messages[2].content",
+        "code": None}}
 
 
 def test_unknown_path_is_404_in_openai_shape(local_serve: RunningServer) -> None:

@@ -13,7 +13,6 @@ from alignpro.data.prompts import builtin_ifeval_prompts
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.templates import load_rewrite_template
 from alignpro.train.sft import SFTConfig, instruction_demo, load_demos, sft, sft_loss
-from tests.test_train_runs import _args, tiny_model  # noqa: F401  (the module-scoped fixture)
 
 
 def test_instruction_demo_restates_exactly_what_the_builtin_set_appended():
@@ -87,7 +86,7 @@ def test_demos_file_errors_name_the_line(tmp_path):
     assert [(r.id, d) for r, d in pairs] == [(records[1].id, "IMPORTANT: z")]
 
 
-def test_sft_refuses_demonstrations_the_template_would_cut(tiny_model, tmp_path):  # noqa: F811
+def test_sft_refuses_demonstrations_the_template_would_cut(tiny_model, tmp_path):
     rec = builtin_ifeval_prompts("train")[0]
     demos = _write(tmp_path / "d.jsonl", [{"prompt": rec.text, "rewrite": "IMPORTANT: line one\nline two"}])
     with pytest.raises(AlignProError, match="parses whole"):
@@ -96,7 +95,7 @@ def test_sft_refuses_demonstrations_the_template_would_cut(tiny_model, tmp_path)
     assert not (tmp_path / "r").exists()
 
 
-def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run(tiny_model, tmp_path):  # noqa: F811
+def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run(tiny_model, tmp_path):
     from alignpro.specs import make_prompter
     from alignpro.train.config import TrainConfig
     from alignpro.train.loop import train
@@ -118,8 +117,9 @@ def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run
     assert rs.rewrites[0].raw.strip() == demo and rs.rewrites[0].text == f"{rec.text}\n\n{demo}"
 
     # ρ_sft of a distillation run: a fresh LoRA on the SFT'd weights, whose reference (adapter off) is the SFT model
-    values = _args(tiny_model, tmp_path / "distill", prompter=f"hf:{run / 'final'}", template="rewrite-restate",
-                   algo="distill", steps=1, k=2, lora=True, lora_r=4, epochs=1, kl_control="fixed")
+    values = dict(prompter=f"hf:{run / 'final'}", target="fake", reward="fake", out=str(tmp_path / "distill"),
+                  template="rewrite-restate", algo="distill", steps=1, batch_size=2, k=2, max_new_tokens=8, epochs=1,
+                  lr=1e-3, lora=True, lora_r=4, kl_control="fixed", num_threads=1, progress=False)
     result = train(build_config(TrainConfig, values))
     assert result.rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # step 1 samples ρ_θ = ρ_sft: no KL yet
     adapter_info = json.loads((result.run / "final-adapter" / "alignpro-train.json").read_text())
@@ -147,7 +147,7 @@ def _stop_in_step(monkeypatch, step):
     return real
 
 
-def test_an_interrupted_sft_run_resumes_to_the_uninterrupted_result(tiny_model, tmp_path, monkeypatch,  # noqa: F811
+def test_an_interrupted_sft_run_resumes_to_the_uninterrupted_result(tiny_model, tmp_path, monkeypatch,
                                                                     capsys):
     """6 steps (5 demos, batch 2, 2 epochs), a checkpoint every 4: a run stopped before its first checkpoint starts
     again at step 0; one stopped in step 6 continues after step 4 (mid-epoch) and ends with the uninterrupted run's

@@ -28,23 +28,6 @@ TIMING = {"seconds", "rollout_seconds", "reward_seconds", "update_seconds", "ela
           "answer_seconds", "score_seconds", "baseline_seconds"}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, smollm2_path):
-    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template, saved to a folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(str(smollm2_path))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=len(tok), max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def _args(tiny, out, **kw):
     base = dict(prompter=f"hf:{tiny}", target="fake", reward="fake", out=str(out), batch_size=2, k=2,
                 max_new_tokens=8, epochs=2, lr=1e-3, num_threads=1, progress=False)

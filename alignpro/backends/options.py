@@ -7,6 +7,7 @@ and not :mod:`alignpro.specs`, so backends and the spec resolver never import ea
 
 from __future__ import annotations
 
+import os
 import typing
 from pathlib import Path
 from typing import TypeVar
@@ -44,6 +45,14 @@ def spec_options(cls: type[T], query: str, spec: str) -> T:
 
 
 def local_or_hub(ref: str) -> str:
-    """``ref`` as an expanded local path when it exists, else as written (a Hugging Face hub id)."""
+    """``ref`` as an expanded local path when it exists, else as written (a Hugging Face hub id). A ``ref`` that
+    can only be a path (``/x``, ``./x``, ``../x``, ``~/x``, or more than one ``/``, unlike a hub id ``org/name``)
+    and does not exist is an error: "no such folder"."""
     local = Path(ref).expanduser()
-    return str(local) if local.exists() else ref
+    if local.exists():
+        return str(local)
+    if ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1 or \
+            (os.sep != "/" and os.sep in ref):
+        raise AlignProError(f"no such folder: '{ref}' (a model given by path must be an existing folder; a "
+                            "Hugging Face hub id looks like org/name)")
+    return ref

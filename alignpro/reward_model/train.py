@@ -21,12 +21,12 @@ import yaml
 
 from alignpro.config import config_to_dict
 from alignpro.data.preferences import PreferencePair, load_pairs, pair_to_row, split_pairs_by_prompt
-from alignpro.errors import AlignProError
+from alignpro.errors import AlignProError, ConfigError
 from alignpro.reward_model.bt import bradley_terry_loss
 from alignpro.reward_model.config import RewardTrainConfig
 from alignpro.reward_model.measure import PairMeasures, measure, plot_calibration, score_pairs, score_rows
 from alignpro.reward_model.model import MODEL_FOLDER, RewardScorer
-from alignpro.fileio import atomic_write_text
+from alignpro.fileio import atomic_write_text, check_run_folder, make_run_folder
 from alignpro.train.checkpoint import (append_jsonl, begin_checkpoint, finish_checkpoint,
                                        latest_checkpoint, prune_checkpoints, read_jsonl, rng_state, set_rng_state,
                                        torch_save, truncate_jsonl)
@@ -76,7 +76,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
     # ========================================================================== setup: run folder checks
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    run = Path(cfg.out)
+    run = check_run_folder(cfg.out)
     if cfg.resume and not (run / CONFIG).is_file():
         raise AlignProError(f"--resume {run}: no reward-model run there (no {CONFIG}); start one with --out {run}")
     if not cfg.resume and ((run / METRICS).is_file() or (run / CONFIG).is_file()):
@@ -86,6 +86,12 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
     # ================================================================ setup: pairs, held-out split by prompt
     loaded = load_pairs(cfg.pairs, cfg.pairs_split, cfg.skip_bad, data_files=cfg.data_files or None)
     train_pairs, heldout = split_pairs_by_prompt(loaded.pairs, cfg.heldout_fraction, cfg.seed)
+    if cfg.heldout_fraction > 0 and not heldout:
+        n_prompts = len({p.prompt_key for p in loaded.pairs})
+        raise ConfigError(f"{cfg.pairs}: {len(loaded.pairs)} pair(s) of {n_prompts} distinct prompt(s) leave nothing "
+                          f"to hold out (setting 'heldout_fraction' = {cfg.heldout_fraction}): the held-out split "
+                          "needs pairs of at least 2 distinct prompts; add pairs, or pass --heldout-fraction 0 to "
+                          "train on all of them with no held-out measure")
     available = len(train_pairs)
     if cfg.n_train and cfg.n_train < len(train_pairs):
         keep = sorted(random.Random(cfg.seed).sample(range(len(train_pairs)), cfg.n_train))
@@ -116,7 +122,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
     # ================================================== setup: run folder (written once everything loaded)
     resume_from = latest_checkpoint(run) if cfg.resume else None
     start_step = resume_from[0] if resume_from else 0
-    run.mkdir(parents=True, exist_ok=True)
+    make_run_folder(run)
     atomic_write_text(run / CONFIG, yaml.safe_dump({**config_to_dict(cfg), "resume": None}, sort_keys=False))
     if cfg.resume:
         truncate_jsonl(run / METRICS, start_step)  # the steps after the checkpoint are re-run and logged again

@@ -24,7 +24,7 @@ class HFReward:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing files, or a folder that holds no tokenizer/model
             raise AlignProError(f"could not load a sequence-classification reward model from '{path}': {exc}") from None
         self.model.to(self.device).eval().requires_grad_(False)
         if self.tokenizer.pad_token_id is None:

@@ -15,11 +15,12 @@
   targets (``smollm2``, ``hf:``, ``vllm:``, ``gguf:``, ``fake``) follow the Target protocol, which is single-turn:
   they answer x′ with the conversation's system messages and this server's generation settings, and a streamed
   answer is sent as SSE chunks once it is complete.
-- Errors, always in OpenAI's ``{"error": {"message", "type"}}`` shape: 400 malformed JSON / missing or bad
-  ``messages`` / no user message; 401 missing or wrong bearer key (when ``--api-key-env`` is set; ``/health`` is
+- Errors, always in OpenAI's ``{"error": {"message", "type", "param"}}`` shape: 400 malformed JSON / missing or
+  bad ``messages`` / no user message / an empty last user message (``param`` names the field); 401 missing or wrong bearer key (when ``--api-key-env`` is set; ``/health`` is
   open); 429 the target's budget is spent; 502 target unreachable or failing (an ``openai:`` target's own 4xx
   answers keep their status). The server keeps serving after any of them.
 - Binds 127.0.0.1 by default; a non-loopback ``--host`` needs ``--api-key-env`` (or an explicit ``--allow-remote``).
+  The port is bound before the models load: a port in use is one error (exit 2) at once.
 
 Modules: :mod:`~alignpro.serve.protocol` (the request/response wire format), :mod:`~alignpro.serve.batching` (the
 :class:`MicroBatcher`), :mod:`~alignpro.serve.app` (:class:`ServeConfig`, the service, the FastAPI app, ``main``).

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import os
+import socket
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -212,10 +214,10 @@ def create_app(cfg: ServeConfig, prompter: Prompter | None, target: Target, *,
     app = FastAPI(title="alignpro serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
 
-    def error(status: int, message: str, type_: str) -> JSONResponse:
+    def error(status: int, message: str, type_: str, param: str | None = None) -> JSONResponse:
         service.errors[status] = service.errors.get(status, 0) + 1
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(error_body(message, type_), status_code=status, headers=headers)
+        return JSONResponse(error_body(message, type_, param), status_code=status, headers=headers)
 
     def check_key(request: Request) -> JSONResponse | None:
         if api_key is None:
@@ -256,7 +258,7 @@ def create_app(cfg: ServeConfig, prompter: Prompter | None, target: Target, *,
             audit = await service.rewrite(text)
             result = await service.answer(body, user_index, audit)
         except RequestError as exc:
-            return error(exc.status, exc.message, exc.type)
+            return error(exc.status, exc.message, exc.type, exc.param)
         headers = rewrite_header(audit["rewrite"])
         if isinstance(result, dict):
             return JSONResponse(result, headers=headers)
@@ -266,6 +268,25 @@ def create_app(cfg: ServeConfig, prompter: Prompter | None, target: Target, *,
     return app
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (bound as uvicorn binds one), for uvicorn to serve on; a port in use or
+    a host that cannot be bound is a :class:`ConfigError` naming the setting."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"setting 'port': port {port} on {host} is already in use; choose another --port "
+                              "(0 = any free port) or stop the server holding it") from None
+        raise ConfigError(f"settings 'host'/'port': cannot listen on {host}:{port} ({exc.strerror or exc}); give "
+                          "an address of this machine (--host, default 127.0.0.1) and a free --port (0 = any free "
+                          "port; below 1024 needs privileges)") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def main(argv: list[str]) -> int:
     import uvicorn
 
@@ -273,11 +294,17 @@ def main(argv: list[str]) -> int:
 
     cfg = parse_config(ServeConfig, argv, prog="alignpro serve")
     api_key = read_api_key(cfg.api_key_env)
-    prompter = make_prompter(cfg.prompter, cfg.template) if cfg.rewrite else None
-    target = make_target(cfg.target, cfg.gen)
-    app = create_app(cfg, prompter, target, api_key=api_key)
-    print(f"alignpro serve: prompter {cfg.prompter if cfg.rewrite else '(off)'}, target {cfg.target}; "
-          f"http://{cfg.host}:{cfg.port}/v1 (model '{cfg.model_name}'"
-          f"{', bearer key from $' + cfg.api_key_env if api_key else ''})", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_keep_alive=cfg.keep_alive_s)
+    sock = listening_socket(cfg.host, cfg.port)  # before the models load: a port in use fails at once
+    try:
+        prompter = make_prompter(cfg.prompter, cfg.template) if cfg.rewrite else None
+        target = make_target(cfg.target, cfg.gen)
+        app = create_app(cfg, prompter, target, api_key=api_key)
+        print(f"alignpro serve: prompter {cfg.prompter if cfg.rewrite else '(off)'}, target {cfg.target}; "
+              f"http://{cfg.host}:{sock.getsockname()[1]}/v1 (model '{cfg.model_name}'"
+              f"{', bearer key from $' + cfg.api_key_env if api_key else ''})", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=sock.getsockname()[1],
+                                               log_level=cfg.log_level, timeout_keep_alive=cfg.keep_alive_s))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

@@ -17,9 +17,10 @@ _HEADER_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  #: kept readable; '%', cont
 class RequestError(Exception):
     """An error answered to the client as ``{"error": {"message", "type"}}`` with ``status``."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None
+                 ) -> None:
         super().__init__(message)
-        self.status, self.message, self.type = status, message, type_
+        self.status, self.message, self.type, self.param = status, message, type_, param
 
 
 def content_text(content: Any) -> str | None:
@@ -52,9 +53,13 @@ def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], int, str]:
     user = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not user:
         raise RequestError(400, "'messages' has no message with role 'user'; Align-Pro rewrites the last one")
+    field = f"messages[{user[-1]}].content"
     text = content_text(messages[user[-1]].get("content"))
     if text is None:
-        raise RequestError(400, f"messages[{user[-1]}].content must be a string or a list of text parts")
+        raise RequestError(400, f"{field} must be a string or a list of text parts", param=field)
+    if not text.strip():
+        raise RequestError(400, f"{field} is empty: the last user message is the prompt Align-Pro rewrites, so it "
+                                "must hold some text", param=field)
     if "stream" in body and not isinstance(body["stream"], bool):
         raise RequestError(400, f"'stream' must be true or false, got {body['stream']!r}")
     return body, user[-1], text
@@ -80,9 +85,9 @@ def sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def error_body(message: str, type_: str) -> dict[str, Any]:
-    """OpenAI's error shape."""
-    return {"error": {"message": message, "type": type_, "param": None, "code": None}}
+def error_body(message: str, type_: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape; ``param`` names the request field at fault, if one is."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": None}}
 
 
 def completion_body(model: str, text: str, n_tokens: int, audit: dict[str, Any]) -> dict[str, Any]:
