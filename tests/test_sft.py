@@ -230,7 +230,7 @@ def test_sft_refuses_a_run_folder_with_other_settings_or_a_finished_run(tmp_path
 
 
 def test_a_shipped_adapter_as_base_resolves_outside_the_repository(tmp_path, monkeypatch):
-    from alignpro.train.policy import adapter_base_spec
+    from alignpro.backends.adapter import adapter_base_spec
 
     monkeypatch.chdir(tmp_path)
     resolved = adapter_base_spec("hf:alignpro/adapters/ifeval-oracle")
