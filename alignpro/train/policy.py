@@ -22,9 +22,11 @@ from alignpro.fileio import atomic_write_dir
 
 
 def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n_response: int,
-                     hidden: bool = False, share_prefix: bool = True) -> tuple[Tensor, Tensor | None]:
-    """One forward pass over query+response (B, Q+T): the logits that predict the T response tokens (B, T, V)
-    and, if asked, the last hidden state at those positions (B, T, H).
+                     hidden: bool = False, share_prefix: bool = True,
+                     after_last: bool = False) -> tuple[Tensor, Tensor | None]:
+    """One teacher-forced forward pass over query+response (B, Q+T), left-padded: the logits that predict the T
+    response tokens (B, T, V) and, if asked, the last hidden state at those positions (B, T, H). With
+    ``after_last`` the logits of the last position (what follows the response: its stop event) come too, (B, T+1, V).
 
     With ``share_prefix`` (and no gradient checkpointing, which cannot keep a KV cache), the tokens every row's
     query starts with (the prompter's system prompt and few-shot examples, 220 of ~250 tokens) are encoded once at
@@ -41,7 +43,7 @@ def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n
         prefix, suffix_ids, suffix_mask = split_shared_prefix(input_ids, attention_mask, P)
         out = forward_after_shared_prefix(lm, prefix, suffix_ids, suffix_mask, output_hidden_states=hidden,
                                           logits_to_keep=n_response + 1)[0]
-    logits = out.logits[:, -(n_response + 1):-1]  # (B, T, V): position t predicts response token t
+    logits = out.logits[:, -(n_response + 1):None if after_last else -1]  # (B, T, V): position t predicts token t
     h = out.hidden_states[-1][:, -(n_response + 1):-1] if hidden else None  # (B, T, H)
     return logits, h
 
