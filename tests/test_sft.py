@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignpro.config import build_config
-from alignpro.data.prompts import builtin_ifeval_prompts
+from alignpro.data import builtin_ifeval_prompts
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.templates import load_rewrite_template
 from alignpro.train.sft import SFTConfig, instruction_demo, load_demos, sft, sft_loss
