@@ -292,11 +292,8 @@ def _parse_jsonl(lines: Iterable[str], label: str, collector: _PairCollector) ->
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            if not collector.skip_bad:
-                raise AlignProError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); each line must "
-                                    "hold one JSON object. Pass --skip-bad (skip_bad=True) to skip and count bad "
-                                    "rows instead") from None
-            collector.reasons["invalid_json"] += 1
+            collector.bad(where, BadRow("invalid_json", f"not valid JSON ({err.msg} at column {err.colno}); each line "
+                                                        "must hold one JSON object"))
             continue
         pair = collector.add(row, where, id_fallback=f"{stem}:{line_no}", source=label, line=line_no)
         if pair is not None:

@@ -32,6 +32,8 @@ from alignpro.overopt.stages import check_same
 MEASURE = "measure"
 POOL = "closed-form-pool.json"
 GOLD = "gold"  #: the gold reward's key among the scores
+#: seed offsets of a checkpoint's samples, and of π_F's answers to the trained prompter's rewrites (the study's
+#: own: the arms run no checkpoints, and measurement files already made depend on them)
 _CHECKPOINT_SEED, _ANSWER_SEED = 2_000, 3_000
 
 
