@@ -4,13 +4,12 @@ bad-row rules of :mod:`alignpro.data.rules`."""
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from alignpro.data.records import LoadResult, PromptRecord
-from alignpro.data.rules import (BadRow, PromptCollector, Rules, check_sample, row_category, row_id, row_instructions,
-                                 sample_records)
+from alignpro.data.rules import (BadRow, PromptCollector, Rules, check_sample, jsonl_rows, row_category, row_id,
+                                 row_instructions, sample_records)
 from alignpro.errors import AlignProError
 
 PROMPT_FILE_SUFFIXES = (".jsonl", ".csv")
@@ -22,17 +21,8 @@ def parse_jsonl(lines: Iterable[str], label: str, source: str, id_prefix: str, r
     """Read JSONL rows into ``collector``; ``label`` names the file in messages. Blank lines are ignored."""
     rows_seen = 0
     system_seen = False
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for line_no, where, row in jsonl_rows(lines, label, collector):
         rows_seen += 1
-        where = f"{label}, line {line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            collector.bad(where, BadRow("invalid_json", f"not valid JSON ({err.msg} at column {err.colno}); "
-                                                         "each line must hold one JSON object"))
-            continue
         if not isinstance(row, dict):
             collector.bad(where, BadRow("not_an_object",
                                          f"expected a JSON object like {{\"{rules.field}\": \"...\"}}, "

@@ -43,7 +43,7 @@ from typing import Any
 
 from alignpro.data.hub import iter_rows, load_hf_split
 from alignpro.data.records import LoadCounts, RowOrigin
-from alignpro.data.rules import BadRow, RowCounter, row_id, row_keys
+from alignpro.data.rules import BadRow, RowCounter, jsonl_rows, row_id, row_keys
 from alignpro.errors import AlignProError
 
 __all__ = ["PREFERENCE_DATASETS", "PairLoadResult", "PreferencePair", "load_hf_pairs", "load_pair_file",
@@ -285,16 +285,7 @@ class _PairCollector(RowCounter):
 
 def _parse_jsonl(lines: Iterable[str], label: str, collector: _PairCollector) -> None:
     stem = Path(label).stem
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{label}, line {line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            collector.bad(where, BadRow("invalid_json", f"not valid JSON ({err.msg} at column {err.colno}); each line "
-                                                        "must hold one JSON object"))
-            continue
+    for line_no, where, row in jsonl_rows(lines, label, collector):
         pair = collector.add(row, where, id_fallback=f"{stem}:{line_no}", source=label, line=line_no)
         if pair is not None:
             collector.pairs.append(pair)

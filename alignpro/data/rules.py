@@ -29,9 +29,10 @@ is not in IFEval's registry, a kwargs entry is not a dict, or the registry's che
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,22 @@ class RowCounter:
         """The :class:`LoadCounts` fields."""
         return {"skipped": sum(self.reasons.values()), "skipped_reasons": dict(self.reasons),
                 "duplicates": self.duplicates}
+
+
+def jsonl_rows(lines: Iterable[str], label: str, counter: RowCounter) -> Iterator[tuple[int, str, Any]]:
+    """``(line number, where, parsed JSON)`` of each non-blank line of a JSONL file named ``label`` in messages; a
+    line that is not valid JSON is a bad row (``invalid_json``) of ``counter``."""
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{label}, line {line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            counter.bad(where, BadRow("invalid_json", f"not valid JSON ({err.msg} at column {err.colno}); "
+                                                      "each line must hold one JSON object"))
+            continue
+        yield line_no, where, row
 
 
 class PromptCollector(RowCounter):
