@@ -26,9 +26,9 @@ Reward specs (parsed once, by :func:`parse_reward_spec`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
+from alignpro.backends.adapter import adapter_base, is_adapter_folder, merge_adapter
 from alignpro.backends.base import GenerationConfig
 from alignpro.backends.options import local_or_hub
 from alignpro.backends.registry import LOCAL_LM_KINDS, KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS
@@ -103,12 +103,9 @@ def load_causal_lm(spec: str | ModelSpec, *, trainable: bool = False, batch_size
 
     ms = parse_model_spec(spec) if isinstance(spec, str) else spec
     path = model_path(ms)
-    if ms.kind == "hf" and (Path(path) / "adapter_config.json").is_file():  # a LoRA adapter of alignpro train
-        from alignpro.train.policy import load_adapter
-
-        lm = load_adapter(path, trainable=trainable, device=device)
-        lm.batch_size = batch_size
-        return lm
+    if ms.kind == "hf" and is_adapter_folder(path):  # a LoRA adapter of alignpro train: its base + the adapter
+        lm = load_causal_lm(adapter_base(path), trainable=True, batch_size=batch_size, device=device)
+        return merge_adapter(lm, path, trainable=trainable)
     return HFCausalLM(path, trainable=trainable, batch_size=batch_size, device=device)
 
 

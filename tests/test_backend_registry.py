@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from alignpro.backends.chat import plain_chat_text, render_chat, request_seed, stop_token_ids, user_turn, user_turns
-from alignpro.backends.registry import KINDS, LOCAL_LM_KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS, backend_kind
+from alignpro.backends.registry import KINDS, LOCAL_LM_KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS
 from alignpro.backends.retry import RetryPolicy
 from alignpro.diskcache import DiskCache
 from alignpro.errors import AlignProError
@@ -31,8 +31,6 @@ def test_registry_capabilities() -> None:
                     "openai": (False, False, True), "vllm": (False, False, True), "gguf": (False, False, True)}
     assert LOCAL_LM_KINDS == ("smollm2", "hf") and TARGET_ONLY_KINDS == ("openai", "vllm", "gguf")
     assert MODEL_SPEC_FORMS[0] == "smollm2" and all(f.startswith(k) for f, k in zip(MODEL_SPEC_FORMS, KINDS))
-    with pytest.raises(AlignProError, match="valid forms"):
-        backend_kind("llama")
 
 
 def test_registry_classes_match_their_capabilities() -> None:
@@ -70,7 +68,8 @@ SPEC_SIDE = ["alignpro/specs.py"]
 BACKEND_SIDE = ["alignpro/backends/openai_backend.py", "alignpro/backends/vllm_backend.py",
                 "alignpro/backends/gguf_backend.py", "alignpro/backends/openai_client.py",
                 "alignpro/backends/registry.py", "alignpro/backends/options.py", "alignpro/backends/chat.py",
-                "alignpro/backends/retry.py", "alignpro/diskcache.py", "alignpro/config.py"]
+                "alignpro/backends/retry.py", "alignpro/backends/adapter.py", "alignpro/diskcache.py",
+                "alignpro/config.py"]
 
 
 def _imports(path: str) -> set[str]:
@@ -91,6 +90,18 @@ def test_specs_and_the_target_backends_do_not_import_each_other() -> None:
         assert not {m for m in _imports(path) if m == "alignpro.specs" or m.startswith("alignpro.specs.")}, path
     backends = {"alignpro.backends.openai_backend", "alignpro.backends.vllm_backend", "alignpro.backends.gguf_backend"}
     assert not _imports("alignpro/specs.py") & backends  # specs reaches them through the registry only
+
+
+def test_specs_imports_nothing_of_train() -> None:
+    """alignpro.train builds on specs (load_causal_lm, make_target): specs never reaches back into train (a LoRA
+    adapter folder loads through alignpro.backends.adapter), nor does that module reach specs or train."""
+    assert not {m for m in _imports("alignpro/specs.py") if m == "alignpro.train" or m.startswith("alignpro.train.")}
+    adapter = _imports("alignpro/backends/adapter.py")
+    assert not {m for m in adapter if m.split(".")[:2] in (["alignpro", "specs"], ["alignpro", "train"])}
+    code = ("import sys\nimport alignpro.specs\n"
+            "assert not [m for m in sys.modules if m.startswith('alignpro.train')], 'specs imported alignpro.train'\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
 
 
 def test_backend_modules_import_and_parse_specs_without_specs() -> None:

@@ -352,3 +352,39 @@ def test_preference_triples_fixture_is_well_formed() -> None:
         assert row["better"] != row["worse"]
     assert Counter(row["kind"] for row in rows) == {"off_topic": 10, "rude": 10, "non_answer": 10,
                                                     "more_helpful": 10}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The bad-row hint, and the registry of named sources
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_first_bad_row_names_the_skip_bad_flag_not_a_python_argument(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.jsonl", '{"prompt": "fine"}\n{"prompt": "  "}\n')
+    with pytest.raises(AlignProError) as err:
+        load_prompts(str(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}, line 2: field 'prompt' is empty or whitespace only")
+    assert "--skip-bad" in message and "skip_bad=True" not in message and "Fix or remove the row" in message
+    assert [r.text for r in load_prompts(str(path), skip_bad=True).records] == ["fine"]
+
+
+def test_a_named_source_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alignpro.data import NAMED_SOURCES, NamedSource
+    from alignpro.data.records import LoadResult
+
+    def load(split: str, rules, skip_bad: bool) -> LoadResult:
+        texts = {"train": ["t1", "t2", "t3"], "eval": ["e1"]}[split]
+        rows = [{"prompt": t} for t in texts] + [{"prompt": ""}]
+        kept = [PromptRecord(f"toy:{i}", rules.extract(row)[0], source="toy") for i, row in enumerate(rows)
+                if row["prompt"]]
+        return LoadResult(records=kept)
+
+    monkeypatch.setitem(NAMED_SOURCES, "toy", NamedSource(load, splits=("train", "eval"), default_split="train"))
+    assert [r.text for r in load_prompts("toy").records] == ["t1", "t2", "t3"]
+    assert [r.text for r in load_prompts("toy:eval").records] == ["e1"]
+    assert [r.text for r in load_prompts("toy", split="train", n=2, seed=0).records] == ["t2", "t3"]  # seeded, in order
+    with pytest.raises(AlignProError, match=r"unknown toy split 'all'; valid forms: toy, toy:train, toy:eval"):
+        load_prompts("toy:all")
+    with pytest.raises(AlignProError, match=r"valid forms: builtin, .*; toy, toy:train, toy:eval; a path"):
+        load_prompts("nope")

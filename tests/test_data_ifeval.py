@@ -336,7 +336,7 @@ def test_load_prompts_builtin_ifeval_sources_and_sampling() -> None:
 
 
 @pytest.mark.parametrize(("source", "kwargs", "fragment"), [
-    ("builtin-ifeval:test", {}, "unknown builtin split 'test'; valid forms: builtin-ifeval, builtin-ifeval:train"),
+    ("builtin-ifeval:test", {}, "unknown builtin-ifeval split 'test'; valid forms: builtin-ifeval, builtin-ifeval:train"),
     ("builtin-ifeval:eval", {"split": "train"}, "give the split once"),
     ("builtin-ifeval", {"field": "text"}, "field does not apply"),
     ("nonsense", {}, "valid forms: .*builtin-ifeval, builtin-ifeval:train, builtin-ifeval:eval"),

@@ -135,9 +135,9 @@ def test_sampling_is_seeded_and_keeps_file_order() -> None:
 
 
 @pytest.mark.parametrize(("source", "kwargs", "fragment"), [
-    ("ifeval:train", {}, "unknown ifeval variant 'train'; valid forms: ifeval, ifeval:all, ifeval:offline"),
-    ("ifeval", {"split": "test"}, "unknown ifeval variant 'test'"),
-    ("ifeval:offline", {"split": "all"}, "give it once"),
+    ("ifeval:train", {}, "unknown ifeval split 'train'; valid forms: ifeval, ifeval:all, ifeval:offline"),
+    ("ifeval", {"split": "test"}, "unknown ifeval split 'test'"),
+    ("ifeval:offline", {"split": "all"}, "give the split once"),
     ("ifeval", {"field": "text"}, "field does not apply to prompt source 'ifeval'"),
     ("ifeval:offline", {"data_files": "x.jsonl"}, "data_files does not apply"),
     ("ifeval", {"max_chars": 20},
@@ -179,7 +179,7 @@ def test_hf_google_ifeval_on_local_copies_equals_the_shipped_source(tmp_path: Pa
     # a dataset folder in the hub's layout, read by the same hub code path (no data_files)
     folder = load_prompts(f"hf:{tmp_path / 'IFEval'}", cache_dir=hf_cache)
     assert as_tuples(folder.records) == shipped
-    sample = load_prompts("HF:google/ifeval", data_files=parquet, cache_dir=hf_cache, n=7, seed=2).records
+    sample = load_prompts("hf:google/IFEval", data_files=parquet, cache_dir=hf_cache, n=7, seed=2).records
     assert len(sample) == 7 and set(as_tuples(sample)) <= set(shipped)
 
 

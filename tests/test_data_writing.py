@@ -279,7 +279,7 @@ def test_load_prompts_builtin_writing_sources_and_sampling() -> None:
 
 
 @pytest.mark.parametrize(("source", "kwargs", "fragment"), [
-    ("builtin-writing:test", {}, "unknown builtin split 'test'; valid forms: builtin-writing, builtin-writing:train"),
+    ("builtin-writing:test", {}, "unknown builtin-writing split 'test'; valid forms: builtin-writing, builtin-writing:train"),
     ("builtin-writing:eval", {"split": "train"}, "give the split once"),
     ("builtin-writing", {"field": "text"}, "field does not apply"),
     ("builtin-writing", {"data_files": "x.jsonl"}, "data_files does not apply"),

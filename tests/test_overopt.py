@@ -97,7 +97,7 @@ def test_config_errors_name_the_setting(values, message) -> None:
 
 def test_steps_measured_include_the_start_and_the_end() -> None:
     cfg = build_config(OveroptConfig, dict(train_steps=10, checkpoint_every=4))
-    assert cfg.steps_measured == [0, 4, 8, 10]
+    assert cfg.steps_measured_up_to(cfg.train_steps) == [0, 4, 8, 10]
     assert cfg.steps_measured_up_to(6) == [0, 4, 6]  # a run its time limit stopped after step 6
 
 
@@ -229,3 +229,61 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
     torch.set_num_threads(threads)
     assert all(p.n_prompts == 2 for p in fewer.points)
     assert {f.name: f.read_text() for f in files} == grown
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The closed form's pool is the arm's rollout
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _SeenSystems:
+    """FakeTarget, recording the system prompts each call carried."""
+
+    def __init__(self) -> None:
+        from alignpro.backends.fake import FakeTarget
+
+        self.inner, self.name, self.systems = FakeTarget(), "fake", []
+
+    def answer(self, prompts, *, n=1, seed=None, systems=None):
+        self.systems.append(list(systems))
+        return self.inner.answer(prompts, n=n, seed=seed, systems=systems)
+
+
+class _Length:
+    def score(self, prompts, answers):
+        return [float(len(y)) for y in answers]
+
+
+def test_the_closed_form_pool_is_the_arms_rollout_with_its_seeds(tmp_path: Path) -> None:
+    import dataclasses
+
+    from alignpro.arms import ROLLOUT_SEED, Arm
+    from alignpro.backends.fake import FakePrompter, FakeReward, FakeTarget
+    from alignpro.data import load_prompts
+    from alignpro.method import composed_rollout
+    from alignpro.overopt.measure import GOLD, MEASURE, POOL, Scorers, measure_pool
+
+    cfg = build_config(OveroptConfig, dict(out=str(tmp_path), seed=5, k=2, m=1, n_fresh=2, batch_size=6,
+                                           progress=False))
+    records = load_prompts("builtin:eval", n=4, seed=0).records
+    records[1] = dataclasses.replace(records[1], system="Answer in French.")
+    target = _SeenSystems()
+    got = measure_pool(cfg, records, target, FakePrompter(), Scorers({GOLD: FakeReward(), "len": _Length()}))
+    # 6 // (k + 1) = 2 prompts per chunk; chunk a draws from seed + ROLLOUT_SEED[closed form] + a, as the arms do
+    expected = []
+    for a in (0, 2):
+        chunk = [r.text for r in records[a:a + 2]]
+        expected.append(composed_rollout(chunk, FakePrompter(), FakeTarget(), FakeReward(), k=2, m=3,
+                                         identity_prior=0.5, seed=5 + ROLLOUT_SEED[Arm.CLOSED_FORM] + a))
+    assert ROLLOUT_SEED[Arm.CLOSED_FORM] == 1000
+    entries = json.loads((tmp_path / MEASURE / POOL).read_text())["prompts"]
+    for i, r in enumerate(records):
+        rollout, j = expected[i // 2], i % 2
+        entry = entries[r.id]
+        assert entry["candidates"] == rollout.candidates[j] and entry["candidates"][0] == r.text  # x first (α > 0)
+        assert entry["answers"] == rollout.answers[j]  # (C, m + n_fresh)
+        assert entry["scores"][GOLD] == rollout.rewards[j].tolist()
+        assert entry["scores"]["len"] == [[float(len(y)) for y in row] for row in rollout.answers[j]]
+    assert got["ids"] == [r.id for r in records] and got["scores"]["len"][0] == entries[records[0].id]["scores"]["len"]
+    # π_F saw each prompt's system prompt with every one of its 3 candidates
+    assert target.systems[0] == [None] * 3 + ["Answer in French."] * 3 and target.systems[1] == [None] * 6

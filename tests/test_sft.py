@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignpro.config import build_config
-from alignpro.data.prompts import builtin_ifeval_prompts
+from alignpro.data import builtin_ifeval_prompts
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.templates import load_rewrite_template
 from alignpro.train.sft import SFTConfig, instruction_demo, load_demos, sft, sft_loss
@@ -230,7 +230,7 @@ def test_sft_refuses_a_run_folder_with_other_settings_or_a_finished_run(tmp_path
 
 
 def test_a_shipped_adapter_as_base_resolves_outside_the_repository(tmp_path, monkeypatch):
-    from alignpro.train.policy import adapter_base_spec
+    from alignpro.backends.adapter import adapter_base_spec
 
     monkeypatch.chdir(tmp_path)
     resolved = adapter_base_spec("hf:alignpro/adapters/ifeval-oracle")

@@ -56,8 +56,8 @@ def _tiny_weights(tiny):
 
 
 def test_lora_trains_only_the_adapter_and_exports_a_loadable_model(tiny_model, tmp_path):
-    from alignpro.specs import make_prompter
-    from alignpro.train.policy import load_adapter, trained_model_info
+    from alignpro.backends.adapter import TRAIN_INFO
+    from alignpro.specs import load_causal_lm, make_prompter
 
     threads = torch.get_num_threads()
     cfg = build_config(TrainConfig, _args(tiny_model, tmp_path / "run", steps=2, lora=True, lora_r=4,
@@ -73,11 +73,11 @@ def test_lora_trains_only_the_adapter_and_exports_a_loadable_model(tiny_model, t
               if "lora_" not in n}
     assert all(torch.equal(frozen[n].detach(), w) for n, w in base.items() if n in frozen)
     assert (tmp_path / "run" / "final-adapter" / "adapter_config.json").is_file()
-    info = trained_model_info(tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "final" / TRAIN_INFO).read_text())
     assert info["lora"] and info["base_spec"] == f"hf:{tiny_model}" and info["role"] == "prompter"
-    assert info["spec"] == f"hf:{tmp_path / 'run' / 'final'}" and info["template"] == "rewrite-default"
+    assert info["template"] == "rewrite-default"
     merged = make_prompter(f"hf:{tmp_path / 'run' / 'final'}")  # RUN/final is a plain transformers folder
-    from_adapter = load_adapter(tmp_path / "run" / "final-adapter")
+    from_adapter = load_causal_lm(f"hf:{tmp_path / 'run' / 'final-adapter'}")
     q = "model.layers.0.self_attn.q_proj.weight"
     a, b = dict(merged.lm.model.named_parameters())[q], dict(from_adapter.model.named_parameters())[q]
     assert torch.allclose(a, b) and not torch.equal(a, base[q])

@@ -3,6 +3,7 @@
 - :func:`user_turn`: ``[system] + [user]``, the conversation a target answers (and a reward model scores);
 - :func:`render_chat`: a tokenizer's chat template, ready for the assistant's turn, or the plain-text fallback of a
   base model without one (:func:`plain_chat_text`);
+- :func:`ensure_pad_token`: the one fix for a tokenizer without a pad token;
 - :func:`stop_token_ids`: the tokens that end a sampled reply;
 - :func:`request_seed`: the seed of sample ``j`` of a prompt, for backends that take one seed per request.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any, Sequence
+
+from alignpro.errors import AlignProError
 
 Message = dict[str, str]
 
@@ -29,16 +32,32 @@ def user_turns(prompts: Sequence[str], systems: Sequence[str | None] | None = No
     return [user_turn(p, s) for p, s in zip(prompts, systems)]
 
 
-def plain_chat_text(messages: Sequence[Message]) -> str:
-    """A conversation as plain ``role: content`` lines ending with ``assistant:`` (a model without a template)."""
-    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+def plain_chat_text(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    """A conversation as plain ``role: content`` lines (a model without a template), ending with ``assistant:``
+    when ``add_generation_prompt`` (the assistant's turn comes next)."""
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return text + "assistant:" if add_generation_prompt else text
 
 
-def render_chat(tokenizer: Any, messages: Sequence[Message]) -> str:
-    """``messages`` rendered by the tokenizer's chat template for the assistant's turn, or :func:`plain_chat_text`."""
+def render_chat(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    """``messages`` rendered by the tokenizer's chat template, or :func:`plain_chat_text`: ready for the assistant's
+    turn when ``add_generation_prompt``, else as a finished conversation (a reward model scoring an answer)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return plain_chat_text(messages)
+        return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    return plain_chat_text(messages, add_generation_prompt)
+
+
+def ensure_pad_token(tokenizer: Any, model_config: Any = None) -> None:
+    """Batches need padding: a tokenizer without a pad token pads with its EOS token (or its UNK token when it has
+    no EOS); a sequence-classifier's ``model_config`` without a pad id gets the tokenizer's (the model finds each
+    row's last real token by it)."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None and tokenizer.unk_token is None:
+            raise AlignProError("the tokenizer has no pad, eos or unk token to pad batches with; give it a pad token")
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    if model_config is not None and model_config.pad_token_id is None:
+        model_config.pad_token_id = tokenizer.pad_token_id
 
 
 def stop_token_ids(tokenizer: Any, model: Any, *, pad: bool) -> set[int]:

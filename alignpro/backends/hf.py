@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet, Usage
-from alignpro.backends.chat import render_chat, stop_token_ids, user_turns
+from alignpro.backends.chat import ensure_pad_token, render_chat, stop_token_ids, user_turns
 from alignpro.backends.decode import decode
 from alignpro.errors import AlignProError
 from alignpro.templates import RewriteTemplate
@@ -50,8 +50,7 @@ class HFCausalLM:
             raise AlignProError(f"could not load a Hugging Face causal LM from '{self.path}': {exc}") from None
         self.model.to(self.device)
         self.tokenizer.padding_side = "left"  # generation appends on the right, so pad on the left
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_pad_token(self.tokenizer)
         if not trainable:
             self.model.eval().requires_grad_(False)
         self.batch_size = batch_size

@@ -82,11 +82,3 @@ MODEL_SPEC_FORMS = tuple(k.form for k in KINDS.values())
 LOCAL_LM_KINDS = tuple(k.name for k in KINDS.values() if k.trainable)
 #: kinds that can only answer (π_F): they give no token log-probs to train a prompter with
 TARGET_ONLY_KINDS = tuple(k.name for k in KINDS.values() if k.answer_only)
-
-
-def backend_kind(name: str) -> BackendKind:
-    """The kind called ``name``; an AlignProError lists the valid spec forms."""
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise AlignProError(f"unknown model kind '{name}'; valid forms: {', '.join(MODEL_SPEC_FORMS)}") from None

@@ -33,15 +33,9 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from alignpro.data.prompts import (
-    LoadResult,
-    PromptRecord,
-    _check_sample,
-    _reject,
-    _sample,
-    load_hf_prompts,
-    load_prompt_file,
-)
+from alignpro.data.files import load_prompt_file
+from alignpro.data.records import LoadResult, PromptRecord
+from alignpro.data.rules import Rules
 from alignpro.errors import AlignProError, ConfigError
 
 IFEVAL_SOURCE = "ifeval"
@@ -66,17 +60,17 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()  # noqa: S324 - a file identity check, not security
 
 
-def _read(skip_bad: bool = False, max_chars: int | None = None, max_tokens: int | None = None,
-          count_tokens: Callable[[str], int] | None = None) -> LoadResult:
+def _read(skip_bad: bool = False, rules: Rules | None = None) -> LoadResult:
     """Every record of the shipped file, read with the prompt-file rules, source ``ifeval``."""
+    rules = rules or Rules("prompt")
     resource = data_resource()
     found = _md5(resource.read_bytes())
     if found != INPUT_DATA_MD5:
         raise AlignProError(f"alignpro/data/{DATA_FOLDER}/{DATA_FILE} is not Google's file (md5 {found}, expected "
                             f"{INPUT_DATA_MD5}); reinstall alignpro")
     with resources.as_file(resource) as path:
-        result = load_prompt_file(path, skip_bad=skip_bad, max_chars=max_chars, max_tokens=max_tokens,
-                                  count_tokens=count_tokens)
+        result = load_prompt_file(path, skip_bad=skip_bad, max_chars=rules.max_chars,
+                                  max_tokens=rules.max_tokens, count_tokens=rules.count_tokens)
     result.records = [replace(r, source=IFEVAL_SOURCE) for r in result.records]
     return result
 
@@ -107,45 +101,21 @@ def ifeval_prompts(variant: str = "all") -> list[PromptRecord]:
     return _take(list(_all_records()), variant)
 
 
-def load_ifeval(source: str, split: str | None = None, n: int | None = None, seed: int = 0,
-                skip_bad: bool = False, *, field: str | None = None, system_field: str | None = None,
-                data_files: Any = None, cache_dir: str | Path | None = None, max_chars: int | None = None,
-                max_tokens: int | None = None, count_tokens: Callable[[str], int] | None = None) -> LoadResult:
-    """:func:`alignpro.data.load_prompts` for ``ifeval[:all|:offline]`` and ``hf:google/IFEval``.
-
-    ``ifeval``: the variant named in the source or by ``split`` (default all), then a seeded sample of ``n`` kept
-    in file order; ``field``, ``system_field``, ``data_files`` and ``cache_dir`` must be unset.
-    ``hf:google/IFEval``: :func:`alignpro.data.load_hf_prompts` with every argument as given; when the hub cannot
-    be reached (and no ``data_files`` were given) the error suggests the shipped source.
-    """
-    rules = {"max_chars": max_chars, "max_tokens": max_tokens, "count_tokens": count_tokens}
-    source = source.strip()
-    if source.lower() == _HUB_SOURCE:
-        try:
-            return load_hf_prompts(source[3:], n=n, seed=seed, split=split, field=field, system_field=system_field,
-                                   data_files=data_files, skip_bad=skip_bad, cache_dir=cache_dir, **rules)
-        except AlignProError as err:
-            # the library's error (network, offline mode, missing cache) is the context load_hf_prompts suppressed
-            if data_files is None and isinstance(err.__context__, OSError):
-                raise AlignProError(f"{err}; or use the prompt source '{IFEVAL_SOURCE}' (or "
-                                    f"'{IFEVAL_SOURCE}:offline'): Google's input_data.jsonl of IFEval ships with "
-                                    "alignpro, nothing to download") from None
-            raise
-    _reject(source, field=field, system_field=system_field, data_files=data_files, cache_dir=cache_dir)
-    name, _, named = source.partition(":")
-    if name != IFEVAL_SOURCE:
-        raise AlignProError(f"prompt source '{source}' is not {IFEVAL_SOURCE}[:all|:offline] or hf:{IFEVAL_HUB_ID}")
-    if named and split is not None and named != split:
-        raise AlignProError(f"prompt source '{source}' names variant '{named}' but split={split!r} was also given; "
-                            "give it once")
-    variant = named or split or "all"
-    _take([], variant)  # a bad variant fails before the file is read
-    _check_sample(n, seed)
-    result = _read(skip_bad, **rules)
-    result.records = _sample(_take(result.records, variant), n, seed)
-    if not result.records:
-        raise AlignProError(f"prompt source '{source}': no usable prompts ({result.summary()})")
+def load_ifeval_split(variant: str, rules: Rules, skip_bad: bool) -> LoadResult:
+    """The records of one variant (``all``: 541, ``offline``: those the ``ifeval`` reward checks offline), read with
+    ``rules``, in file order: the loader of the named source ``ifeval`` in
+    :data:`alignpro.data.prompts.NAMED_SOURCES`."""
+    result = _read(skip_bad, rules)
+    result.records = _take(result.records, variant)
     return result
+
+
+def hub_unreachable_hint(hub_id: str) -> str | None:
+    """The hint added to a hub error for ``hf:google/IFEval``: the same prompts ship with alignpro."""
+    if hub_id.strip().lower() != IFEVAL_HUB_ID.lower():
+        return None
+    return (f"or use the prompt source '{IFEVAL_SOURCE}' (or '{IFEVAL_SOURCE}:offline'): Google's input_data.jsonl "
+            "of IFEval ships with alignpro, nothing to download")
 
 
 def is_test_set(source: str) -> bool:

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignpro.data.prompts import (LoadCounts, RowCounter, _BadRow, _builder_for, _data_file_list, _iter_rows,
-                                   _keys, _row_id)
+from alignpro.data.hub import iter_rows, load_hf_split
+from alignpro.data.records import LoadCounts, RowOrigin
+from alignpro.data.rules import BadRow, RowCounter, jsonl_rows, row_id, row_keys
 from alignpro.errors import AlignProError
 
 __all__ = ["PREFERENCE_DATASETS", "PairLoadResult", "PreferencePair", "load_hf_pairs", "load_pair_file",
@@ -69,8 +70,9 @@ _LABELS = {"user": "User", "assistant": "Assistant"}
 
 
 @dataclass(frozen=True)
-class PreferencePair:
-    """One comparison: for prompt x, the answer y_w was preferred to y_l."""
+class PreferencePair(RowOrigin):
+    """One comparison: for prompt x, the answer y_w was preferred to y_l (``system``, ``source`` and ``line`` as
+    for a prompt: :class:`RowOrigin`)."""
 
     id: str
     """The row's ``id`` if it has one, else ``<source name>:<line or row>``."""
@@ -80,12 +82,6 @@ class PreferencePair:
     """y_w: the preferred answer, stripped."""
     rejected: str
     """y_l: the other answer, stripped."""
-    system: str | None = None
-    """System prompt that goes with x, or None."""
-    source: str = ""
-    """A file path or a hub id."""
-    line: int | None = None
-    """1-based line in a file, or 0-based row index in a Hugging Face dataset."""
     chosen_score: float | None = None
     """The gold reward of y_w, when the pair was labelled by one (``alignpro reward label``)."""
     rejected_score: float | None = None
@@ -135,16 +131,16 @@ def render_conversation(turns: list[tuple[str, str]]) -> str:
 
 
 def _text(row: Mapping[str, Any], name: str, valid: str) -> str:
-    """A non-empty stripped string from ``row[name]``, or :class:`_BadRow`."""
+    """A non-empty stripped string from ``row[name]``, or :class:`BadRow`."""
     if name not in row or row[name] is None:
         where = "is missing" if name not in row else "is null"
-        raise _BadRow("missing_field", f"field '{name}' {where} (fields in this row: {_keys(row)})"
+        raise BadRow("missing_field", f"field '{name}' {where} (fields in this row: {row_keys(row)})"
                                        + (f"; {valid}" if valid else ""))
     value = row[name]
     if not isinstance(value, str):
-        raise _BadRow("not_a_string", f"field '{name}' must be a string, got {type(value).__name__} {value!r:.60}")
+        raise BadRow("not_a_string", f"field '{name}' must be a string, got {type(value).__name__} {value!r:.60}")
     if not value.strip():
-        raise _BadRow("empty", f"field '{name}' is empty or whitespace only")
+        raise BadRow("empty", f"field '{name}' is empty or whitespace only")
     return value.strip()
 
 
@@ -154,15 +150,15 @@ def _transcript_turns(text: str, name: str) -> list[tuple[str, str]]:
     valid = ("an hh-rlhf transcript is '\\n\\nHuman: ...\\n\\nAssistant: ...' turns ending in an Assistant turn "
              "(or give the row a 'prompt' field and plain answers)")
     if not heads or text[:heads[0].start()].strip():
-        raise _BadRow("bad_transcript", f"field '{name}' does not start with a 'Human:' turn ({text[:50]!r}); {valid}")
+        raise BadRow("bad_transcript", f"field '{name}' does not start with a 'Human:' turn ({text[:50]!r}); {valid}")
     turns = []
     for head, after in zip(heads, heads[1:] + [None]):
         content = text[head.end(): after.start() if after else len(text)].strip()
         turns.append(("user" if head.group(1) == "Human" else "assistant", content))
     if turns[-1][0] != "assistant" or len(turns) < 2:
-        raise _BadRow("bad_transcript", f"field '{name}' does not end with an 'Assistant:' turn; {valid}")
+        raise BadRow("bad_transcript", f"field '{name}' does not end with an 'Assistant:' turn; {valid}")
     if turns[0][0] != "user":
-        raise _BadRow("bad_transcript", f"field '{name}' does not start with a 'Human:' turn; {valid}")
+        raise BadRow("bad_transcript", f"field '{name}' does not start with a 'Human:' turn; {valid}")
     return turns
 
 
@@ -173,20 +169,20 @@ def _message_turns(messages: list[Any], name: str) -> tuple[str | None, list[tup
     system = None
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise _BadRow("bad_messages", f"'{name}'[{i}] is a {type(message).__name__}, not a message; {valid}")
+            raise BadRow("bad_messages", f"'{name}'[{i}] is a {type(message).__name__}, not a message; {valid}")
         role, content = message.get("role"), message.get("content")
         if role not in _ROLES or not isinstance(content, str):
-            raise _BadRow("bad_messages", f"'{name}'[{i}] has role {role!r} and content of type "
+            raise BadRow("bad_messages", f"'{name}'[{i}] has role {role!r} and content of type "
                                           f"{type(content).__name__}; {valid}")
         if role == "system":
             if i != 0:
-                raise _BadRow("bad_messages", f"'{name}'[{i}] is a system message after the first message; "
+                raise BadRow("bad_messages", f"'{name}'[{i}] is a system message after the first message; "
                                               "only the first message may be one")
             system = content.strip() or None
             continue
         turns.append((role, content.strip()))
     if not turns or turns[-1][0] != "assistant":
-        raise _BadRow("bad_messages", f"'{name}' must end with an assistant message (the answer); {valid}")
+        raise BadRow("bad_messages", f"'{name}' must end with an assistant message (the answer); {valid}")
     return system, turns
 
 
@@ -195,17 +191,17 @@ def _score(row: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _BadRow("bad_score", f"field '{name}' must be a finite number or absent, got {value!r:.60}")
+        raise BadRow("bad_score", f"field '{name}' must be a finite number or absent, got {value!r:.60}")
     return float(value)
 
 
 def _extract(row: Mapping[str, Any]) -> tuple[str, str | None, str, str]:
-    """(prompt, system, chosen, rejected) of a row in any of the three schemas, or :class:`_BadRow`."""
+    """(prompt, system, chosen, rejected) of a row in any of the three schemas, or :class:`BadRow`."""
     valid = "each row needs 'chosen' and 'rejected' (strings, or lists of messages)"
     for name in ("chosen", "rejected"):
         if row.get(name) is None:
             where = "is missing" if name not in row else "is null"
-            raise _BadRow("missing_field", f"field '{name}' {where} (fields in this row: {_keys(row)}); {valid}")
+            raise BadRow("missing_field", f"field '{name}' {where} (fields in this row: {row_keys(row)}); {valid}")
     chosen, rejected = row["chosen"], row["rejected"]
     system = None
     if isinstance(chosen, str) and isinstance(rejected, str):
@@ -214,43 +210,43 @@ def _extract(row: Mapping[str, Any]) -> tuple[str, str | None, str, str]:
             chosen, rejected = _text(row, "chosen", ""), _text(row, "rejected", "")
             raw = row.get("system")
             if raw is not None and not isinstance(raw, str):
-                raise _BadRow("bad_system", f"field 'system' must be a string or null, got {type(raw).__name__} "
+                raise BadRow("bad_system", f"field 'system' must be a string or null, got {type(raw).__name__} "
                                             f"{raw!r:.60}")
             system = (raw.strip() or None) if raw else None
         else:  # transcripts (hh-rlhf)
             if "Human:" not in chosen and "Human:" not in rejected:
-                raise _BadRow("missing_field", f"field 'prompt' is missing (fields in this row: {_keys(row)}) and "
+                raise BadRow("missing_field", f"field 'prompt' is missing (fields in this row: {row_keys(row)}) and "
                                                "'chosen' is not an hh-rlhf transcript; each row needs 'prompt', "
                                                "'chosen' and 'rejected', or transcripts '\\n\\nHuman: ...\\n\\n"
                                                "Assistant: ...' in 'chosen' and 'rejected'")
             c_turns, r_turns = _transcript_turns(chosen, "chosen"), _transcript_turns(rejected, "rejected")
             if c_turns[:-1] != r_turns[:-1]:
-                raise _BadRow("prompt_mismatch", "'chosen' and 'rejected' differ before their last Assistant turn; "
+                raise BadRow("prompt_mismatch", "'chosen' and 'rejected' differ before their last Assistant turn; "
                                                  "a pair must share everything but the answer")
             prompt, chosen, rejected = render_conversation(c_turns[:-1]), c_turns[-1][1], r_turns[-1][1]
     elif isinstance(chosen, list) and isinstance(rejected, list):  # messages (ultrafeedback_binarized)
         system, c_turns = _message_turns(chosen, "chosen")
         r_system, r_turns = _message_turns(rejected, "rejected")
         if c_turns[:-1] != r_turns[:-1] or system != r_system:
-            raise _BadRow("prompt_mismatch", "'chosen' and 'rejected' differ before their last assistant message; "
+            raise BadRow("prompt_mismatch", "'chosen' and 'rejected' differ before their last assistant message; "
                                              "a pair must share everything but the answer")
         if c_turns[:-1]:
             if c_turns[-2][0] != "user":
-                raise _BadRow("bad_messages", "the message before the answer must be a user message")
+                raise BadRow("bad_messages", "the message before the answer must be a user message")
             prompt = render_conversation(c_turns[:-1])
         else:  # the lists hold only the answer: the prompt is the 'prompt' column
             prompt = _text(row, "prompt", "the message lists hold only the answers, so the row needs 'prompt'")
         chosen, rejected = c_turns[-1][1], r_turns[-1][1]
     else:
-        raise _BadRow("not_a_string", f"'chosen' and 'rejected' must both be strings or both be lists of messages, "
+        raise BadRow("not_a_string", f"'chosen' and 'rejected' must both be strings or both be lists of messages, "
                                       f"got {type(chosen).__name__} and {type(rejected).__name__}")
     if not prompt:
-        raise _BadRow("empty", "the prompt is empty")
+        raise BadRow("empty", "the prompt is empty")
     for name, answer in (("chosen", chosen), ("rejected", rejected)):
         if not answer:
-            raise _BadRow("empty", f"the {name} answer is empty")
+            raise BadRow("empty", f"the {name} answer is empty")
     if chosen == rejected:
-        raise _BadRow("identical", "'chosen' and 'rejected' are the same answer; a pair needs two different ones")
+        raise BadRow("identical", "'chosen' and 'rejected' are the same answer; a pair needs two different ones")
     return prompt, system, chosen, rejected
 
 
@@ -264,14 +260,14 @@ class _PairCollector(RowCounter):
     def add(self, row: Any, where: str, *, id_fallback: str, source: str, line: int) -> PreferencePair | None:
         try:
             if not isinstance(row, Mapping):
-                raise _BadRow("not_an_object", "expected a JSON object like {\"prompt\": \"...\", \"chosen\": "
+                raise BadRow("not_an_object", "expected a JSON object like {\"prompt\": \"...\", \"chosen\": "
                                                f"\"...\", \"rejected\": \"...\"}}, got a JSON {type(row).__name__}")
             prompt, system, chosen, rejected = _extract(row)
             scores = _score(row, "chosen_score"), _score(row, "rejected_score")
-        except _BadRow as bad:
+        except BadRow as bad:
             self.bad(where, bad)
             return None
-        return PreferencePair(id=_row_id(row, id_fallback), prompt=prompt, chosen=chosen, rejected=rejected,
+        return PreferencePair(id=row_id(row, id_fallback), prompt=prompt, chosen=chosen, rejected=rejected,
                               system=system, source=source, line=line, chosen_score=scores[0],
                               rejected_score=scores[1])
 
@@ -289,19 +285,7 @@ class _PairCollector(RowCounter):
 
 def _parse_jsonl(lines: Iterable[str], label: str, collector: _PairCollector) -> None:
     stem = Path(label).stem
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{label}, line {line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            if not collector.skip_bad:
-                raise AlignProError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); each line must "
-                                    "hold one JSON object. Pass --skip-bad (skip_bad=True) to skip and count bad "
-                                    "rows instead") from None
-            collector.reasons["invalid_json"] += 1
-            continue
+    for line_no, where, row in jsonl_rows(lines, label, collector):
         pair = collector.add(row, where, id_fallback=f"{stem}:{line_no}", source=label, line=line_no)
         if pair is not None:
             collector.pairs.append(pair)
@@ -347,25 +331,7 @@ def load_hf_pairs(hub_id: str, split: str | None = None, data_files: Any = None,
     known = {k.lower(): v for k, v in PREFERENCE_DATASETS.items()}
     split = split or (known.get(hub_id.lower(), "train") if data_files is None or isinstance(data_files, Mapping)
                       else "train")
-    try:
-        import datasets
-    except ImportError:
-        raise AlignProError("loading Hugging Face datasets needs the 'datasets' package (pip install datasets)"
-                            ) from None
-    if data_files is not None:
-        files = _data_file_list(data_files)
-        where = f"{hub_id} data_files ({', '.join(files)})"
-        args: tuple[Any, ...] = (_builder_for(files),)
-        kwargs: dict[str, Any] = {"data_files": data_files if isinstance(data_files, Mapping) else files}
-    else:
-        where, args, kwargs = hub_id, (hub_id,), {}
-    try:
-        dataset = datasets.load_dataset(*args, split=split, cache_dir=str(cache_dir) if cache_dir else None,
-                                        **kwargs)
-    except Exception as err:  # noqa: BLE001 - library boundary: network, auth, missing split, bad files
-        hint = ("check the paths and that each file has the dataset's columns" if data_files is not None else
-                "without internet access, pass data_files= (--data-files) pointing at local JSON/parquet/CSV copies")
-        raise AlignProError(f"could not load {where} split '{split}': {type(err).__name__}: {err}. {hint}") from None
+    dataset, where = load_hf_split(hub_id, split, data_files, cache_dir, data_files_name="data_files= (--data-files)")
     columns = list(dataset.column_names)
     missing = [c for c in ("chosen", "rejected") if c not in columns]
     if missing:
@@ -375,7 +341,7 @@ def load_hf_pairs(hub_id: str, split: str | None = None, data_files: Any = None,
     wanted = [c for c in _COLUMNS if c in columns]
     collector = _PairCollector(skip_bad)
     seen: set[tuple[str | None, str, str, str]] = set()
-    for index, row in _iter_rows(dataset, list(range(len(dataset))), wanted):
+    for index, row in iter_rows(dataset, list(range(len(dataset))), wanted):
         pair = collector.add(row, f"{where} split '{split}', row {index}", id_fallback=f"{hub_id}:{index}",
                              source=hub_id, line=index)
         if pair is None:

@@ -27,7 +27,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
-from alignpro.data.prompts import LoadResult, PromptRecord, _check_sample, _reject, _sample, load_prompt_file
+from alignpro.data.files import load_prompt_file
+from alignpro.data.records import LoadResult, PromptRecord
+from alignpro.data.rules import Rules
 from alignpro.errors import AlignProError
 
 WRITING_SOURCE = "builtin-writing"
@@ -119,12 +121,12 @@ def _take_split(records: list[PromptRecord], split: str) -> list[PromptRecord]:
     return [r for r in records if (base_id(r.id) in held_out) == (split == "eval")]
 
 
-def _read(skip_bad: bool = False, max_chars: int | None = None, max_tokens: int | None = None,
-          count_tokens: Callable[[str], int] | None = None) -> LoadResult:
-    """Every record of ``builtin_writing.jsonl``, read with the prompt-file rules, source ``builtin-writing``."""
+def _read(skip_bad: bool = False, rules: Rules | None = None) -> LoadResult:
+    """Every record of ``builtin_writing.jsonl``, read with ``rules``' length limits, source ``builtin-writing``."""
+    rules = rules or Rules("prompt")
     with resources.as_file(resources.files("alignpro.data").joinpath(PROMPTS_RESOURCE)) as path:
-        result = load_prompt_file(path, skip_bad=skip_bad, max_chars=max_chars, max_tokens=max_tokens,
-                                  count_tokens=count_tokens)
+        result = load_prompt_file(path, skip_bad=skip_bad, max_chars=rules.max_chars, max_tokens=rules.max_tokens,
+                                  count_tokens=rules.count_tokens)
     result.records = [replace(r, source=WRITING_SOURCE) for r in result.records]
     return result
 
@@ -139,27 +141,9 @@ def builtin_writing_prompts(split: Literal["train", "eval", "all"] = "all") -> l
     return _take_split(list(_all_records()), split)
 
 
-def load_builtin_writing(source: str, split: str | None = None, n: int | None = None, seed: int = 0,
-                         skip_bad: bool = False, *, max_chars: int | None = None, max_tokens: int | None = None,
-                         count_tokens: Callable[[str], int] | None = None, field: str | None = None,
-                         system_field: str | None = None, data_files: Any = None) -> LoadResult:
-    """:func:`alignpro.data.load_prompts` for ``builtin-writing[:train|:eval|:all]``: the split named in the
-    source or by ``split`` (default all), then a seeded sample of ``n`` kept in file order. ``field``,
-    ``system_field`` and ``data_files`` are for files and datasets and must be unset."""
-    _reject(source, field=field, system_field=system_field, data_files=data_files)
-    name, _, named = source.strip().partition(":")
-    if name != WRITING_SOURCE:
-        raise AlignProError(f"prompt source '{source}' is not {WRITING_SOURCE}[:train|:eval|:all]")
-    if named and split is not None and named != split:
-        raise AlignProError(f"prompt source '{source}' names split '{named}' but split={split!r} was also given; "
-                            "give the split once")
-    chosen = named or split or "all"
-    if chosen not in _SPLITS:
-        raise AlignProError(f"unknown builtin split '{chosen}'; valid forms: {WRITING_SOURCE}, "
-                            + ", ".join(f"{WRITING_SOURCE}:{s}" for s in _SPLITS))
-    _check_sample(n, seed)
-    result = _read(skip_bad, max_chars, max_tokens, count_tokens)
-    result.records = _sample(_take_split(result.records, chosen), n, seed)
-    if not result.records:
-        raise AlignProError(f"prompt source '{source}': no usable prompts ({result.summary()})")
+def load_writing_split(split: str, rules: Rules, skip_bad: bool) -> LoadResult:
+    """The records of one split (``train``, ``eval`` or ``all``), read with ``rules``, in file order: the loader of
+    the named source ``builtin-writing`` in :data:`alignpro.data.prompts.NAMED_SOURCES`."""
+    result = _read(skip_bad, rules)
+    result.records = _take_split(result.records, split)
     return result

@@ -127,11 +127,6 @@ class OveroptConfig:
         return GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.answer_temperature,
                                 top_p=self.answer_top_p, top_k=self.answer_top_k)
 
-    @property
-    def steps_measured(self) -> list[int]:
-        """0 (the start), every ``checkpoint_every`` steps, and the last step."""
-        return self.steps_measured_up_to(self.train_steps)
-
     def steps_measured_up_to(self, reached: int) -> list[int]:
         """The measured steps of a run that reached step ``reached`` (its time limit may have stopped it early)."""
         return sorted({0, *range(self.checkpoint_every, reached + 1, self.checkpoint_every), reached})

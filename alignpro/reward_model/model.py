@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignpro.backends.chat import ensure_pad_token
 from alignpro.errors import AlignProError, ConfigError
 
 BASE_SPEC_FORMS = ("minilm", "hf:<hub id or local path>")
@@ -338,12 +339,7 @@ class RewardScorer:
 
 def _ensure_pad_token(tokenizer: Any, net: nn.Module) -> None:
     """Batches need padding: a tokenizer without a pad token pads with its eos (or unk) token."""
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None and tokenizer.unk_token is None:
-            raise AlignProError("the base's tokenizer has no pad, eos or unk token to pad batches with")
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if isinstance(net, SequenceClassifierRewardNet) and net.model.config.pad_token_id is None:
-        net.model.config.pad_token_id = tokenizer.pad_token_id  # the model finds each row's last real token by it
+    ensure_pad_token(tokenizer, net.model.config if isinstance(net, SequenceClassifierRewardNet) else None)
 
 
 def model_folder(path: str | Path) -> Path:

@@ -1,7 +1,8 @@
 """A Hugging Face sequence-classification reward model (like the paper's weqweasdas/RM-Gemma-2B).
 
 The (x, y) pair is rendered with the reward model's OWN tokenizer and chat template as a user turn x and an
-assistant turn y; the reward is the logit of label 0 (single-logit RMs) or of ``label_index``.
+assistant turn y (plain ``user: ...`` / ``assistant: ...`` lines for a tokenizer without a template); the reward
+is the logit of label 0 (single-logit RMs) or of ``label_index``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from alignpro.backends.chat import ensure_pad_token, render_chat, user_turn
 from alignpro.errors import AlignProError
 
 
@@ -27,20 +29,16 @@ class HFReward:
         except (OSError, ValueError) as exc:  # missing files, or a folder that holds no tokenizer/model
             raise AlignProError(f"could not load a sequence-classification reward model from '{path}': {exc}") from None
         self.model.to(self.device).eval().requires_grad_(False)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        ensure_pad_token(self.tokenizer, self.model.config)
         n_labels = self.model.config.num_labels
         if not 0 <= label_index < n_labels:
             raise AlignProError(f"label_index {label_index} is out of range for a reward model with {n_labels} labels")
         self.label_index, self.batch_size, self.max_length = label_index, batch_size, max_length
 
     def render(self, prompt: str, answer: str) -> str:
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return f"User: {prompt}\nAssistant: {answer}"
+        """(x, y) as a finished conversation: user turn x, assistant turn y (:func:`render_chat`)."""
+        return render_chat(self.tokenizer, user_turn(prompt) + [{"role": "assistant", "content": answer}],
+                           add_generation_prompt=False)
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:

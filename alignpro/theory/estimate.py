@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from alignpro.backends.chat import user_turn
 from alignpro.errors import AlignProError
 from alignpro.method import candidate_log_prior, kl_to_prior, optimal_prompter_weights
 from alignpro.train.kl import KLEstimator
@@ -198,12 +199,16 @@ def response_token_logprobs(lm, prompt_messages_list: Sequence[list[dict[str, st
 
     Each prompt is rendered with ``lm.chat_prompt`` (ready for the assistant's turn) and tokenised as
     ``HFCausalLM.sample`` does; the response token ids are appended. Rows are batched by length
-    (``lm.batch_size``), left-padded, with the attention mask and the position ids ``generate`` uses, so the
-    values match the log-probs ``sample`` returns for the same tokens. Where ``ended[i]`` is true the row gets one
+    (``lm.batch_size``), left-padded, and passed through :func:`alignpro.train.policy.response_forward` (the one
+    teacher-forced pass: the attention mask and the position ids ``generate`` uses), so the values match the
+    log-probs ``sample`` returns for the same tokens. Where ``ended[i]`` is true the row gets one
     more entry: ``log Σ_{e ∈ stop tokens} π(e | prompt, a)``, the probability that the sample stopped there.
     Returns N arrays of shape (T_i,) or (T_i + 1,).
     """
     import torch
+
+    from alignpro.train.losses import logprobs_from_logits
+    from alignpro.train.policy import response_forward
 
     n = len(prompt_messages_list)
     if len(response_token_ids_list) != n:
@@ -224,23 +229,18 @@ def response_token_logprobs(lm, prompt_messages_list: Sequence[list[dict[str, st
         for row, s in enumerate(seqs):
             ids[row, length - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[row, length - len(s):] = 1
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L) as generate() computes them
-        keep = max(len(responses[i]) for i in idx) + 1  # logits of the last `keep` positions suffice
+        ids, mask = ids.to(lm.device), mask.to(lm.device)
+        t_max = max(len(responses[i]) for i in idx)  # every row's response ends in the last column
         with torch.no_grad():
-            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                              position_ids=position_ids.to(lm.device), use_cache=False,
-                              logits_to_keep=keep).logits  # (B, keep, V)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V); position j predicts token j + 1
+            logits, _ = response_forward(lm.model, ids, mask, t_max, share_prefix=False,
+                                         after_last=True)  # (B, T+1, V)
+            token_logp = logprobs_from_logits(logits[:, :-1], ids[:, length - t_max:])  # (B, T)
+            stop_logp = torch.logsumexp(torch.log_softmax(logits[:, -1].float(), dim=-1)[:, stop_ids], dim=-1)  # (B,)
         for row, i in enumerate(idx):
             t = len(responses[i])
-            # response token t' sits at position L − t + t', predicted by position L − t + t' − 1 = keep-index
-            # keep − t − 1 + t'
-            pred = logp[row, keep - t - 1:keep - 1]  # (T_i, V)
-            target = torch.tensor(responses[i], dtype=torch.long, device=pred.device)
-            values = pred.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (T_i,)
+            values = token_logp[row, t_max - t:]  # (T_i,) this row's response tokens
             if ended[i]:
-                stop = torch.logsumexp(logp[row, keep - 1, stop_ids], dim=0).reshape(1)  # (1,) after the last token
-                values = torch.cat([values, stop])
+                values = torch.cat([values, stop_logp[row].reshape(1)])  # the stop event after the last token
             out[i] = values.double().cpu().numpy()
     return out
 
@@ -265,11 +265,6 @@ def model_sampling(max_new_tokens: int):
     from alignpro.backends.base import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, top_k=0, do_sample=True)
-
-
-def _user(prompt: str) -> list[dict[str, str]]:
-    """The conversation π_F answers: the prompt as a single user turn (as ``HFTarget`` does)."""
-    return [{"role": "user", "content": prompt}]
 
 
 @dataclass
@@ -390,15 +385,15 @@ def estimate_theorem1(prompts: Sequence[str], *, prompter_lm, reference_lm, targ
     parsed = np.asarray([ok for _, ok in parsed_pairs], dtype=bool).reshape(n, k)
 
     # ---- (3) answers y ~ π_F(·|x), scored under x and under each x′_k; rewards r(x, y) ----------------------
-    g = target_lm.sample([_user(x) for x in prompts for _ in range(samples)], gen, seed=seed + 2)
+    g = target_lm.sample([user_turn(x) for x in prompts for _ in range(samples)], gen, seed=seed + 2)
     y_ended = [len(t) < max_new_tokens for t in g.token_ids]
-    logp_x = sequence_logprobs(target_lm, [_user(x) for x in prompts for _ in range(samples)], g.token_ids,
+    logp_x = sequence_logprobs(target_lm, [user_turn(x) for x in prompts for _ in range(samples)], g.token_ids,
                                y_ended).reshape(n, 1, samples)  # (N, 1, S) log π_F(y|x)
     xprime_rows = [(i, j, s) for i in range(n) for j in range(k) for s in range(samples)
                    if rewrites[i][j] != prompts[i]]  # x′ = x gives KL = 0 exactly: no need to score it again
     logp_xprime = np.broadcast_to(logp_x, (n, k, samples)).copy()  # (N, K, S) log π_F(y|x′_k)
     if xprime_rows:
-        scored = sequence_logprobs(target_lm, [_user(rewrites[i][j]) for i, j, _ in xprime_rows],
+        scored = sequence_logprobs(target_lm, [user_turn(rewrites[i][j]) for i, j, _ in xprime_rows],
                                    [g.token_ids[i * samples + s] for i, _, s in xprime_rows],
                                    [y_ended[i * samples + s] for i, _, s in xprime_rows])
         for (i, j, s), value in zip(xprime_rows, scored):
@@ -410,7 +405,7 @@ def estimate_theorem1(prompts: Sequence[str], *, prompter_lm, reference_lm, targ
     importance = importance_kl_optimal_policy(r_x, beta)
 
     # ---- (4) R̂(x, x′_k) from answers y ~ π_F(·|x′_k) scored against the ORIGINAL x; ρ* and its KL ------------
-    g2 = target_lm.sample([_user(rewrites[i][j]) for i in range(n) for j in range(k) for _ in range(samples)],
+    g2 = target_lm.sample([user_turn(rewrites[i][j]) for i in range(n) for j in range(k) for _ in range(samples)],
                           gen, seed=seed + 3)
     r_xprime = np.asarray(reward.score([x for x in prompts for _ in range(k * samples)], g2.texts),
                           dtype=float).reshape(n, k, samples)  # (N, K, S)

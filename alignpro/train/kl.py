@@ -4,7 +4,8 @@ With log-probs ``logp = log π(a_t|s_t)`` of the SAMPLED tokens under the policy
 reference (ρ_sft for the prompter, π_F for the oracle), and r = π_ref/π = exp(ref_logp − logp):
 
 - k1 = −log r = logp − ref_logp          unbiased, can be negative per token (what TRL's PPO shapes rewards with)
-- k2 = ½ (log r)²                         biased, low variance, always ≥ 0
+- k2 = ½ (log r)²                         biased, low variance, always ≥ 0 (only ``alignpro theory estimate``
+                                          offers it, at the sequence level: :mod:`alignpro.theory.estimate`)
 - k3 = (r − 1) − log r                    unbiased and always ≥ 0 (the GRPO loss penalty)
 
 Summed over a response's tokens, each is an estimate of KL(π(·|x) ‖ π_ref(·|x)) in nats, the term of eq (2)
@@ -28,11 +29,6 @@ K3_LOG_RATIO_CLAMP = 20.0
 def k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k1 = logp − ref_logp, elementwise (…,)."""
     return logp - ref_logp
-
-
-def k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """k2 = ½ (logp − ref_logp)², elementwise (…,)."""
-    return 0.5 * (logp - ref_logp) ** 2
 
 
 def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:

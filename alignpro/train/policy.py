@@ -13,19 +13,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from alignpro.backends.adapter import TRAIN_INFO
 from alignpro.backends.base import GenerationConfig
 from alignpro.backends.decode import MIN_SHARED_PREFIX, decode, forward_after_shared_prefix
 from alignpro.errors import AlignProError
 from alignpro.fileio import atomic_write_dir
 
-#: written next to the weights of ``RUN/final`` and ``RUN/final-adapter``: how they were trained.
-TRAIN_INFO = "alignpro-train.json"
 
 
 def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n_response: int,
-                     hidden: bool = False, share_prefix: bool = True) -> tuple[Tensor, Tensor | None]:
-    """One forward pass over query+response (B, Q+T): the logits that predict the T response tokens (B, T, V)
-    and, if asked, the last hidden state at those positions (B, T, H).
+                     hidden: bool = False, share_prefix: bool = True,
+                     after_last: bool = False) -> tuple[Tensor, Tensor | None]:
+    """One teacher-forced forward pass over query+response (B, Q+T), left-padded: the logits that predict the T
+    response tokens (B, T, V) and, if asked, the last hidden state at those positions (B, T, H). With
+    ``after_last`` the logits of the last position (what follows the response: its stop event) come too, (B, T+1, V).
 
     With ``share_prefix`` (and no gradient checkpointing, which cannot keep a KV cache), the tokens every row's
     query starts with (the prompter's system prompt and few-shot examples, 220 of ~250 tokens) are encoded once at
@@ -42,7 +43,7 @@ def response_forward(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, n
         prefix, suffix_ids, suffix_mask = split_shared_prefix(input_ids, attention_mask, P)
         out = forward_after_shared_prefix(lm, prefix, suffix_ids, suffix_mask, output_hidden_states=hidden,
                                           logits_to_keep=n_response + 1)[0]
-    logits = out.logits[:, -(n_response + 1):-1]  # (B, T, V): position t predicts response token t
+    logits = out.logits[:, -(n_response + 1):None if after_last else -1]  # (B, T, V): position t predicts token t
     h = out.hidden_states[-1][:, -(n_response + 1):-1] if hidden else None  # (B, T, H)
     return logits, h
 
@@ -177,7 +178,8 @@ def param_checksum(module: nn.Module) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------ export
 def export_final(policy: PolicyWithValueHead, tokenizer: Any, run: Path, info: dict[str, Any]) -> Path:
     """Write ``RUN/final``: a plain transformers folder (LoRA merged in) + tokenizer, so ``hf:RUN/final`` loads it
-    as a prompter or target. With LoRA, the adapter alone also goes to ``RUN/final-adapter`` (see load_adapter)."""
+    as a prompter or target. With LoRA, the adapter alone also goes to ``RUN/final-adapter`` (the spec
+    ``hf:RUN/final-adapter`` loads it: base + adapter, :mod:`alignpro.backends.adapter`)."""
     run = Path(run)
     lm = policy.lm
     if hasattr(lm, "peft_config"):
@@ -198,48 +200,3 @@ def _merged_copy(peft_lm: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(peft_lm).merge_and_unload()
-
-
-def adapter_base_spec(base_spec: str) -> str:
-    """An adapter's base model spec, with a relative ``hf:alignpro/adapters/...`` path (an adapter trained on top of
-    a shipped one, e.g. the distilled prompter on the SFT prompter) resolved against the installed package when it
-    is not a folder relative to the working directory."""
-    if base_spec.startswith("hf:alignpro/adapters/") and not Path(base_spec[3:]).is_dir():
-        shipped = Path(__file__).resolve().parents[2] / base_spec[3:]
-        if shipped.is_dir():
-            return f"hf:{shipped}"
-    return base_spec
-
-
-def load_adapter(adapter_dir: str | Path, *, trainable: bool = False, device: str | None = None):
-    """An :class:`HFCausalLM` = the base model named in ``alignpro-train.json`` + the LoRA adapter in
-    ``adapter_dir`` (an ``RUN/final-adapter`` folder), merged, ready for HFPrompter/HFTarget."""
-    from peft import PeftModel
-
-    from alignpro.specs import load_causal_lm
-
-    adapter_dir = Path(adapter_dir)
-    info_file = adapter_dir / TRAIN_INFO
-    if not (adapter_dir / "adapter_config.json").is_file() or not info_file.is_file():
-        raise AlignProError(f"'{adapter_dir}' is not a LoRA adapter folder written by alignpro train "
-                            f"(needs adapter_config.json and {TRAIN_INFO})")
-    lm = load_causal_lm(adapter_base_spec(json.loads(info_file.read_text())["base_spec"]), trainable=True,
-                        device=device)
-    lm.model = PeftModel.from_pretrained(lm.model, str(adapter_dir)).merge_and_unload()
-    if not trainable:
-        lm.model.eval().requires_grad_(False)
-    return lm
-
-
-def trained_model_info(path: str | Path) -> dict[str, Any]:
-    """What ``alignpro train`` recorded about a trained model, given ``RUN``, ``RUN/final`` or ``RUN/final-adapter``:
-    its ``alignpro-train.json`` (role, algo, base_spec, template, steps, lora) plus ``spec``, the model spec that
-    loads it (``hf:RUN/final``, for ``make_prompter(spec, info["template"])`` or ``make_target(spec)``)."""
-    path = Path(path)
-    folder = path / "final" if (path / "final" / TRAIN_INFO).is_file() else path
-    if not (folder / TRAIN_INFO).is_file():
-        raise AlignProError(f"'{path}' holds no model trained by alignpro train (no {TRAIN_INFO}); train one with "
-                            f"'alignpro train --out {path}'")
-    info = json.loads((folder / TRAIN_INFO).read_text())
-    final = folder.parent / "final" if folder.name == "final-adapter" else folder
-    return {**info, "spec": f"hf:{final}"}
