@@ -165,17 +165,21 @@ def test_an_interrupted_sft_run_resumes_to_the_uninterrupted_result(tiny_model, 
     rows = lambda run: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     ckpts = lambda run: sorted(d.name for d in (run / "checkpoints").iterdir())  # noqa: E731
 
+    resumed = build_config(SFTConfig, {**values, "out": str(split), "resume": str(split)})
+
     _stop_in_step(monkeypatch, 2)
     with pytest.raises(_Stopped):
         sft(cfg)
     assert [r["step"] for r in rows(split)] == [1] and not (split / "checkpoints").exists()
+    with pytest.raises(AlignProError, match=f"already holds an SFT run; pass --resume {split} to continue it"):
+        sft(cfg)  # the one way to continue a run is --resume
     real = _stop_in_step(monkeypatch, 6)
     with pytest.raises(_Stopped):
-        sft(cfg)  # no checkpoint yet: from step 0, the old row dropped
+        sft(resumed)  # no checkpoint yet: from step 0, the old row dropped
     assert [r["step"] for r in rows(split)] == [1, 2, 3, 4, 5] and ckpts(split) == ["step-000004"]
     assert "resuming" not in capsys.readouterr().out
     monkeypatch.setattr(sft_module, "sft_loss", real)
-    sft(cfg)
+    sft(resumed)
     assert "alignpro sft: resuming after step 4 of 6 in " in capsys.readouterr().out
 
     assert [r["step"] for r in rows(split)] == [1, 2, 3, 4, 5, 6]
@@ -195,29 +199,31 @@ def test_an_interrupted_sft_run_resumes_to_the_uninterrupted_result(tiny_model, 
 
 
 def test_sft_refuses_a_run_folder_with_other_settings_or_a_finished_run(tmp_path):
-    """Checked before any model is loaded: the error names the folder, every differing setting, and what to do;
-    the settings a continued run may change are not differences."""
-    import yaml
-
-    from alignpro.config import config_to_dict
+    """Checked before any model is loaded: --resume with other settings names every differing setting (the
+    resumable ones are not differences); a run there without --resume, a finished run, or --resume of a folder with
+    no run are errors that say what to do."""
+    from alignpro.config import write_run_config
     from alignpro.train.sft import resume_point
 
     run = tmp_path / "run"
     run.mkdir()
     saved = build_config(SFTConfig, {"out": str(run), "lr": 1e-3, "epochs": 3})
-    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(saved), sort_keys=False))
+    write_run_config(saved, run / "config.yaml")
     log = '{"step": 1, "epoch": 1, "loss": 2.0}\n'
     (run / "metrics.jsonl").write_text(log)
-    with pytest.raises(AlignProError) as err:
-        sft(build_config(SFTConfig, {"out": str(run)}))
+    with pytest.raises(ConfigError) as err:
+        sft(build_config(SFTConfig, {"out": str(run), "resume": str(run)}))
     message = str(err.value)
-    assert f"run folder '{run}' holds an unfinished SFT run with other settings" in message
+    assert message.startswith(f"setting(s) ['epochs', 'lr'] differ from the run's {run / 'config.yaml'}")
     assert "lr: 0.001 there, 0.0002 here" in message and "epochs: 3 there, 2 here" in message
-    assert message.count(" there, ") == 2 and message.endswith("or choose another --out")
+    assert message.count(" there, ") == 2 and "start a new run with another --out" in message
+    with pytest.raises(AlignProError, match=f"already holds an SFT run; pass --resume {run} to continue it"):
+        sft(build_config(SFTConfig, {"out": str(run), "lr": 1e-3, "epochs": 3}))
     assert (run / "metrics.jsonl").read_text() == log  # untouched
 
-    same = build_config(SFTConfig, {**config_to_dict(saved), "out": str(tmp_path / "." / "run"), "progress": False,
-                                    "num_threads": 1, "save_every": 3, "keep_checkpoints": 2})
+    same = build_config(SFTConfig, {"lr": 1e-3, "epochs": 3, "resume": str(tmp_path / "." / "run"),
+                                    "progress": False, "num_threads": 1, "save_every": 3, "keep_checkpoints": 2,
+                                    "report_to": ["none"]})
     assert resume_point(same, run) is None  # no checkpoint: it would start again at step 0
 
     (run / "final").mkdir()
@@ -225,7 +231,7 @@ def test_sft_refuses_a_run_folder_with_other_settings_or_a_finished_run(tmp_path
         sft(same)
     (run / "final").rmdir()
     (run / "config.yaml").unlink()
-    with pytest.raises(AlignProError, match="no config.yaml, so it cannot be continued; choose another --out"):
+    with pytest.raises(AlignProError, match="no SFT run there \\(no config.yaml\\), so it cannot be continued"):
         sft(same)
 
 
