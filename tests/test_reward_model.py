@@ -24,12 +24,12 @@ from alignpro.reward_model.bt import (bradley_terry_loss, calibration_bins, expe
 from alignpro.reward_model.config import RewardLabelConfig, RewardTrainConfig
 from alignpro.reward_model.label import label_pairs, progress_path
 from alignpro.reward_model.model import RewardScorer
-from alignpro.reward_model.train import lr_factor, total_steps, train_reward_model
+from alignpro.reward_model.train import total_steps, train_reward_model
 from alignpro.specs import check_reward_spec, make_reward
 from alignpro.train.checkpoint import read_jsonl
 
 DATA = Path(__file__).parent / "data"
-TIMING = ("seconds", "elapsed_seconds")
+TIMING = ("seconds", "elapsed_seconds", "samples_per_s", "tokens_per_s")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,8 +79,12 @@ def test_calibration_bins_count_each_pair_in_both_orders() -> None:
 
 
 def test_learning_rate_schedule_and_step_count() -> None:
-    assert [lr_factor(s, 4, 0, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
-    assert [lr_factor(s, 4, 2, "constant") for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    from alignpro.config import OptimizerSettings
+
+    assert [OptimizerSettings(schedule="linear").lr_factor(s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [OptimizerSettings(warmup_steps=2).lr_factor(s, 4) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert [OptimizerSettings(schedule="linear", warmup_steps=2).lr_factor(s, 4) for s in range(4)] == [
+        0.5, 1.0, 1.0, 0.5]
     cfg = build_config(RewardTrainConfig, {"pairs": "p.jsonl", "epochs": 3, "batch_size": 4})
     assert total_steps(cfg, 10) == 9 and total_steps(build_config(RewardTrainConfig, {"pairs": "p.jsonl",
                                                                                       "steps": 5}), 10) == 5
@@ -291,7 +295,7 @@ def test_training_moves_the_weights_lowers_the_loss_and_writes_the_run(minilm_ru
 
 
 def test_interrupted_then_resumed_run_equals_a_straight_run(tmp_path: Path, monkeypatch, minilm_run) -> None:
-    import alignpro.reward_model.train as train_module
+    import alignpro.train.tracking as train_module  # where a step's metrics row is appended
 
     pairs = Path(minilm_run.record["config"]["pairs"])
     real_append = train_module.append_jsonl

@@ -25,6 +25,7 @@ from alignpro.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"seconds", "rollout_seconds", "reward_seconds", "update_seconds", "elapsed_seconds", "tokens_per_s",
+          "samples_per_s",
           "answer_seconds", "score_seconds", "baseline_seconds"}
 
 

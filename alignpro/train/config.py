@@ -1,9 +1,9 @@
 """Settings of ``alignpro train`` (every field is a CLI flag and a YAML key), validated in ``__post_init__``.
 
 Built from the shared setting groups: the run folder (:class:`~alignpro.config.RunSettings`), the optimiser
-(:class:`~alignpro.config.OptimizerSettings`) and π_F's answer sampling (:class:`AnswerSettingsPrefixed`:
-:class:`~alignpro.backends.base.AnswerSettings` named ``answer_*``, since a bare ``temperature`` here is the
-rollouts').
+(:class:`~alignpro.config.OptimizerSettings`) and π_F's answer sampling
+(:class:`~alignpro.backends.base.PrefixedAnswerSettings`: ``AnswerSettings`` named ``answer_*``, since a bare
+``temperature`` here is the rollouts').
 """
 
 from __future__ import annotations
@@ -13,21 +13,12 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from alignpro.backends.base import AnswerSettings, GenerationConfig
-from alignpro.config import (OptimizerSettings, RunSettings, check_at_least, renamed_group, resumable_settings,
-                             setting)
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig, PrefixedAnswerSettings
+from alignpro.config import OptimizerSettings, RunSettings, check_at_least, resumable_settings, setting
 from alignpro.errors import ConfigError
 from alignpro.specs import model_spec_help, reward_spec_help
 from alignpro.train.advantages import Algo
 from alignpro.train.kl import KLControl
-
-#: π_F's answer sampling (:class:`AnswerSettings`, its defaults and help) under the names ``answer_max_new_tokens``,
-#: ``answer_temperature``, ``answer_top_p``, ``answer_top_k``: for commands whose bare names mean another model's
-#: sampling (train: the rollouts; overopt: the oracle's rollouts share them)
-AnswerSettingsPrefixed = renamed_group(
-    AnswerSettings, {"temperature": "answer_temperature", "top_p": "answer_top_p", "top_k": "answer_top_k"},
-    "π_F's answer sampling, named answer_* (the bare names are the policy's rollouts)")
-
 
 class Role(enum.Enum):
     """What is trained: the prompter ρ of eq (9), or the RLHF oracle π of eq (2)."""
@@ -37,7 +28,7 @@ class Role(enum.Enum):
 
 
 @dataclass
-class TrainConfig(RunSettings, OptimizerSettings, AnswerSettingsPrefixed):
+class TrainConfig(RunSettings, OptimizerSettings, PrefixedAnswerSettings):
     """Train the prompter ρ (eq 9) or the RLHF oracle (eq 2) with PPO, RLOO or GRPO."""
 
     # ---- run (and the group's resume, seed, save_every, keep_checkpoints, report_to, progress, num_threads)
@@ -80,7 +71,8 @@ class TrainConfig(RunSettings, OptimizerSettings, AnswerSettingsPrefixed):
 
     # ---- π_F's answers (prompter role): AnswerSettings' paper sampling, shorter, as rollouts are training's cost
     answer_max_new_tokens: int = setting(64, "max tokens of π_F's answers to the rewrites (64, not the answer "
-                                             "default 128: π_F's answers are most of a step's time)")
+                                             f"default {PAPER_ANSWER_CONFIG.max_new_tokens}: π_F's answers are most "
+                                             "of a step's time)")
 
     # ---- optimisation (and the group's weight_decay, max_grad_norm, schedule, warmup_steps)
     lr: float = setting(1.41e-5, "AdamW learning rate (paper: 1.41e-5, TRL's gpt2-sentiment); short CPU runs "
