@@ -34,6 +34,7 @@ from alignpro.backends.base import AnswerSettings
 from alignpro.config import check_at_least, config_to_dict, load_yaml, parse_config, setting
 from alignpro.errors import ConfigError
 from alignpro.metrics import arm_stats, keeps_original_fraction, paired_gain, reward_win_rate
+from alignpro.specs import model_spec_help, reward_spec_help
 
 #: ``trained_prompter``/``oracle`` value meaning the adapter shipped with alignpro (reproduced by the recipe named)
 SHIPPED = "shipped"
@@ -53,10 +54,9 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
                                       closed_form_over_trained=False))
     out: str = setting("runs/demo", "output folder for metrics.json and report.md")
     seed: int = setting(0, "random seed for every sampling stage")
-    prompter: str = setting("smollm2", "prompter ρ_sft model spec: smollm2 | hf:<id or path> | fake")
-    target: str = setting("smollm2", "frozen target π_F model spec: smollm2 | hf:<id or path> | fake")
-    reward: str = setting("ifeval", "reward spec: ifeval | builtin | hf:<id or path> | python:<module>:<fn> | fake "
-                                    "| a mix such as ifeval+builtin")
+    prompter: str = setting("smollm2", "prompter ρ_sft model spec: " + model_spec_help("prompter"))
+    target: str = setting("smollm2", "frozen target π_F model spec: " + model_spec_help("target"))
+    reward: str = setting("ifeval", "reward spec: " + reward_spec_help())
     template: str = setting("rewrite-restate", "rewrite template: builtin name or YAML file")
     prompts: str = setting("builtin-ifeval:eval", "prompt source: builtin-ifeval:eval | builtin:eval | file.jsonl | "
                                                   "file.csv | hf:<id> | ...")

@@ -51,10 +51,10 @@ class OveroptConfig(ResumeSettings, PrefixedAnswerSettings):
     rm_batch_size: int = setting(16, "pairs per step")
 
     # ---- the study's sampling of π_F: plain sampling, so the oracle's KL is that of the answers it is judged on
-    # (answer_max_new_tokens: the group's; the rest overrides the paper's 1.5 / 0.6 / 20 for that reason)
-    answer_temperature: float = setting(1.0, "π_F's and the oracle's sampling temperature")
-    answer_top_p: float = setting(1.0, "π_F's and the oracle's top_p (1 = off)")
-    answer_top_k: int = setting(0, "π_F's and the oracle's top_k (0 = off)")
+    answer_temperature: float = setting(1.0, "π_F's and the oracle's sampling temperature (1, not the paper's 1.5: "
+                                             "plain sampling)")
+    answer_top_p: float = setting(1.0, "π_F's and the oracle's top_p (1 = off, not the paper's 0.6: plain sampling)")
+    answer_top_k: int = setting(0, "π_F's and the oracle's top_k (0 = off, not the paper's 20: plain sampling)")
 
     # ---- (a) the closed form over a λ sweep
     k: int = setting(4, "K rewrites of ρ_sft per eval prompt (+ x itself)")
