@@ -280,6 +280,9 @@ def test_training_moves_the_weights_lowers_the_loss_and_writes_the_run(minilm_ru
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert [r["lr"] for r in rows] == pytest.approx([3e-5 * f for f in (0.75, 0.5, 0.25, 0.0)])
+    assert all(r["samples_per_s"] == pytest.approx(4 / r["seconds"]) for r in rows)  # 4 pairs per step
+    assert all(r["tokens_per_s"] * r["seconds"] == pytest.approx(round(r["tokens_per_s"] * r["seconds"]))
+               and 8 < r["tokens_per_s"] * r["seconds"] <= 8 * 32 for r in rows)  # 2×4 encodings of <= 32 tokens
     for name in ("calibration.png", "config.yaml", "model/template.json", "model/head.safetensors",
                  "model/tokenizer_config.json", "checkpoints/step-000004/COMPLETE"):
         assert (run / name).is_file(), name

@@ -106,9 +106,17 @@ def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run
     run = sft(build_config(SFTConfig, {
         "prompter": f"hf:{tiny_model}", "demos": _write(tmp_path / "d.jsonl", [{"prompt": rec.text, "rewrite": demo}]),
         "out": str(tmp_path / "sft"), "epochs": 40, "batch_size": 1, "lr": 1e-2, "lora": False, "progress": False,
-        "num_threads": 1}))
-    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        "num_threads": 1, "report_to": ["tensorboard"]}))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows]
     assert len(losses) == 40 and losses[-1] < 0.1 * losses[0]
+    assert all(r["lr"] == 1e-2 and r["samples_per_s"] == pytest.approx(1 / r["seconds"]) for r in rows)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"sft/loss", "sft/samples_per_s", "sft/tokens_per_s"} <= set(events.Tags()["scalars"])
+    assert [e.value for e in events.Scalars("sft/loss")] == pytest.approx(losses, rel=1e-6)
     info = json.loads((run / "final" / "alignpro-train.json").read_text())
     assert info["algo"] == "sft" and info["template"] == "rewrite-restate" and info["role"] == "prompter"
     prompter = make_prompter(f"hf:{run / 'final'}", "rewrite-restate")
