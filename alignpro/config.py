@@ -50,13 +50,15 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, resumable: bo
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
-def check_at_least(cfg: Any, minimum: float, *names: str, problems: list[str] | None = None) -> None:
+def check_at_least(cfg: Any, minimum: float, *names: str, problems: list[str] | None = None,
+                   kind: str = "setting") -> None:
     """Each setting ``names`` of ``cfg`` must be a number >= ``minimum``: a :class:`ConfigError` naming the first
-    that is not, or, given a ``problems`` list, one line per such setting appended to it."""
+    that is not, or, given a ``problems`` list, one line per such setting appended to it. ``kind`` names what they
+    are in the message (a model spec's ``?a=1`` values are options)."""
     for name in names:
         value = getattr(cfg, name)
         if not value >= minimum:  # NaN fails too
-            message = f"setting '{name}' must be >= {minimum}, got {value}"
+            message = f"{kind} '{name}' must be >= {minimum}, got {value}"
             if problems is None:
                 raise ConfigError(message)
             problems.append(message)

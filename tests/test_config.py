@@ -81,6 +81,8 @@ def test_check_at_least_names_the_setting_or_collects_every_problem():
     problems: list[str] = []
     check_at_least(_obj(a=-1, b=float("nan"), c=2), 0, "a", "b", "c", problems=problems)
     assert problems == ["setting 'a' must be >= 0, got -1", "setting 'b' must be >= 0, got nan"]
+    with pytest.raises(ConfigError, match=r"^option 'n' must be >= 1, got 0$"):
+        check_at_least(_obj(n=0), 1, "n", kind="option")
 
 
 def _obj(**values):

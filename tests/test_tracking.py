@@ -60,3 +60,24 @@ def test_a_disabled_log_writes_nothing(tmp_path):
     log.log({"step": 1, "loss": 1.0})
     log.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_real_trackio_stores_every_step_locally(tmp_path, monkeypatch):
+    """With trackio installed (not a dependency: `pip install trackio`), the run's steps land in its local
+    database, no hub needed (checked with trackio 0.43.0)."""
+    import sqlite3
+
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    if "trackio" in sys.modules:
+        pytest.skip("trackio was imported before TRACKIO_DIR could be set")
+    pytest.importorskip("trackio")
+    (tmp_path / "my-run").mkdir()
+    log = RunLog(tmp_path / "my-run", ["trackio"], prefix="train", config={"lr": 0.1})
+    for step in (1, 2):
+        log.log({"step": step, "loss": 1.0 / step})
+    log.close()
+    (db,) = (tmp_path / "trackio").glob("alignpro.db")
+    rows = sqlite3.connect(db).execute("select run_name, step, metrics from metrics order by step").fetchall()
+    assert [(name, step, json.loads(m)) for name, step, m in rows] == [
+        ("my-run", 1, {"train/loss": 1.0}), ("my-run", 2, {"train/loss": 0.5})]
