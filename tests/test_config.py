@@ -228,3 +228,24 @@ def test_report_to_names_what_to_install_and_rejects_unknown_trackers(monkeypatc
     with pytest.raises(ConfigError, match=r"'trackio' needs the trackio package, which is not installed: "
                                           r"pip install trackio"):
         build_config(TrainConfig, {"report_to": ["trackio"]})
+
+
+def test_overopt_resumes_by_the_same_contract_from_its_config_yaml(tmp_path):
+    """`alignpro overopt --resume RUN`: the study's settings come from RUN/config.yaml (YAML, or the JSON written by
+    earlier versions, which YAML reads); a larger n_eval_prompts may be given, another gold may not."""
+    import json
+    import math
+
+    from alignpro.config import build_config, config_to_dict, write_run_config
+    from alignpro.overopt.config import OveroptConfig
+
+    run = tmp_path / "study"
+    run.mkdir()
+    cfg = build_config(OveroptConfig, {"out": str(run), "n_pairs": [50], "lams": [math.inf, 0.1]})
+    for write in (lambda: write_run_config(cfg, run / "config.yaml"),
+                  lambda: (run / "config.yaml").write_text(json.dumps(config_to_dict(cfg), indent=1))):
+        write()
+        again = parse_config(OveroptConfig, ["--resume", str(run), "--n-eval-prompts", "128"], prog="t")
+        assert (again.n_pairs, again.lams, again.n_eval_prompts, again.out) == ([50], [math.inf, 0.1], 128, str(run))
+        with pytest.raises(ConfigError, match=r"setting\(s\) \['gold'\] differ"):
+            parse_config(OveroptConfig, ["--resume", str(run), "--gold", "builtin"], prog="t")

@@ -14,7 +14,7 @@ import torch
 
 from alignpro.backends.fake import FakeReward, FakeTarget
 from alignpro.cli import main as alignpro_main
-from alignpro.config import build_config
+from alignpro.config import build_config, parse_config
 from alignpro.data import load_prompts
 from alignpro.data.preferences import (PreferencePair, load_hf_pairs, load_pair_file, load_pairs, pair_to_row,
                                        render_conversation, split_pairs_by_prompt)
@@ -483,7 +483,11 @@ def test_label_resume_after_an_interruption_equals_a_straight_run(tmp_path: Path
         label_pairs(build_config(RewardLabelConfig, _label_values(cut)))
     with pytest.raises(AlignProError, match=r"setting\(s\) \['seed'\] differ"):
         label_pairs(build_config(RewardLabelConfig, _label_values(cut, resume=True, seed=1)))
-    label_pairs(build_config(RewardLabelConfig, _label_values(cut, resume=True)))
+    with pytest.raises(ConfigError, match=r"setting\(s\) \['seed'\] differ from the run's .*cut.config.yaml"):
+        parse_config(RewardLabelConfig, ["--resume", str(cut), "--seed", "1"], "alignpro reward label")
+    resumed = parse_config(RewardLabelConfig, ["--out", str(cut), "--resume"], "alignpro reward label")  # the CLI's
+    assert (resumed.resume, resumed.n_prompts, resumed.batch_size) == (str(cut), 24, 5)  # its saved settings
+    label_pairs(resumed)
     assert cut.read_text() == straight.read_text()
 
 
