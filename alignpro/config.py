@@ -108,11 +108,13 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, position
     """Add one flag per field of ``cls``; defaults are suppressed so only explicit flags are seen.
 
     Fields named in ``positional`` become optional positional arguments instead of flags. In a command with a
-    ``resume`` setting, ``--resume`` takes an optional RUN and the help of every resumable setting says so.
+    ``resume`` setting, ``--resume`` takes an optional RUN and the help of every resumable setting says so. The
+    command's own settings come first, in the order its class declares them, then those of its setting groups.
     """
     hints = typing.get_type_hints(cls)
     resumes = "resume" in {f.name for f in dataclasses.fields(cls)}
-    for f in dataclasses.fields(cls):
+    own = list(vars(cls).get("__annotations__", {}))
+    for f in sorted(dataclasses.fields(cls), key=lambda f: own.index(f.name) if f.name in own else len(own)):
         if not f.init:
             continue
         if f.name in positional:
