@@ -1,6 +1,7 @@
 """``alignpro sft``: demonstrations from IFEval records, their checks, and a run on a tiny random Llama that learns
 its demonstration and becomes the ρ_sft of a distillation run."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,8 @@ from alignpro.errors import AlignProError, ConfigError
 from alignpro.templates import load_rewrite_template
 from alignpro.train.sft import SFTConfig, instruction_demo, load_demos, sft, sft_loss
 from tests.test_train_runs import _args, tiny_model  # noqa: F401  (the module-scoped fixture)
+
+HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 
 def test_instruction_demo_restates_exactly_what_the_builtin_set_appended():
@@ -106,17 +109,18 @@ def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run
     run = sft(build_config(SFTConfig, {
         "prompter": f"hf:{tiny_model}", "demos": _write(tmp_path / "d.jsonl", [{"prompt": rec.text, "rewrite": demo}]),
         "out": str(tmp_path / "sft"), "epochs": 40, "batch_size": 1, "lr": 1e-2, "lora": False, "progress": False,
-        "num_threads": 1, "report_to": ["tensorboard"]}))
+        "num_threads": 1, "report_to": ["tensorboard"] if HAS_TENSORBOARD else []}))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows]
     assert len(losses) == 40 and losses[-1] < 0.1 * losses[0]
     assert all(r["lr"] == 1e-2 and r["samples_per_s"] == pytest.approx(1 / r["seconds"]) for r in rows)
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    if HAS_TENSORBOARD:  # the optional extra alignpro[tensorboard]
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    assert {"sft/loss", "sft/samples_per_s", "sft/tokens_per_s"} <= set(events.Tags()["scalars"])
-    assert [e.value for e in events.Scalars("sft/loss")] == pytest.approx(losses, rel=1e-6)
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        assert {"sft/loss", "sft/samples_per_s", "sft/tokens_per_s"} <= set(events.Tags()["scalars"])
+        assert [e.value for e in events.Scalars("sft/loss")] == pytest.approx(losses, rel=1e-6)
     info = json.loads((run / "final" / "alignpro-train.json").read_text())
     assert info["algo"] == "sft" and info["template"] == "rewrite-restate" and info["role"] == "prompter"
     prompter = make_prompter(f"hf:{run / 'final'}", "rewrite-restate")
