@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from alignpro.arms import (Arm, ArmRun, ClosedFormConfig, answer_arm, answer_oracle, propose_closed_form,
                            rewrite_once)
 from alignpro.backends.base import AnswerSettings
-from alignpro.config import config_to_dict, load_yaml, parse_config, setting
+from alignpro.config import check_at_least, config_to_dict, load_yaml, parse_config, setting
 from alignpro.errors import ConfigError
 from alignpro.metrics import arm_stats, keeps_original_fraction, paired_gain, reward_win_rate
+from alignpro.specs import model_spec_help, reward_spec_help
 
 #: ``trained_prompter``/``oracle`` value meaning the adapter shipped with alignpro (reproduced by the recipe named)
 SHIPPED = "shipped"
@@ -47,21 +48,22 @@ SHIPPED_ADAPTERS = {"trained_prompter": ("ifeval-prompter", "configs/train-promp
 class DemoConfig(AnswerSettings, ClosedFormConfig):
     """Settings of `alignpro demo` (every flag is also a YAML key)."""
 
-    quick: bool = setting(False, "a ~2-minute run: 8 prompts, K=2, M=1, 2 fresh answers, ≤40-token answers, no "
-                                 "closed form over the trained prompter")
+    quick: bool = setting(False, "a ~2-minute run: 8 prompts, K=2, M=1, 2 fresh answers, 40-token answers, no "
+                                 "closed form over the trained prompter (settings given explicitly win)",
+                          preset=dict(n_prompts=8, k=2, m=1, n_fresh=2, answer_max_new_tokens=40,
+                                      closed_form_over_trained=False))
     out: str = setting("runs/demo", "output folder for metrics.json and report.md")
     seed: int = setting(0, "random seed for every sampling stage")
-    prompter: str = setting("smollm2", "prompter ρ_sft model spec: smollm2 | hf:<id or path> | fake")
-    target: str = setting("smollm2", "frozen target π_F model spec: smollm2 | hf:<id or path> | fake")
-    reward: str = setting("ifeval", "reward spec: ifeval | builtin | hf:<id or path> | python:<module>:<fn> | fake "
-                                    "| a mix such as ifeval+builtin")
+    prompter: str = setting("smollm2", "prompter ρ_sft model spec: " + model_spec_help("prompter"))
+    target: str = setting("smollm2", "frozen target π_F model spec: " + model_spec_help("target"))
+    reward: str = setting("ifeval", "reward spec: " + reward_spec_help())
     template: str = setting("rewrite-restate", "rewrite template: builtin name or YAML file")
     prompts: str = setting("builtin-ifeval:eval", "prompt source: builtin-ifeval:eval | builtin:eval | file.jsonl | "
                                                   "file.csv | hf:<id> | ...")
     field: str = setting("", "prompt field of a .jsonl/.csv file or dataset ('' = the source's default)")
     skip_bad: bool = setting(False, "skip and count bad prompt rows instead of stopping at the first one")
     max_prompt_tokens: int = setting(1024, "prompts longer than this (target tokenizer) are bad rows")
-    n_prompts: int = setting(24, "a seeded sample of N prompts, kept in source order (0 = all; --quick takes at most 8)")
+    n_prompts: int = setting(24, "a seeded sample of N prompts, kept in source order (0 = all; --quick: 8)")
     n_fresh: int = setting(4, "fresh answers per prompt used to score each arm (the s.e. falls as 1/√n_fresh)")
     trained_prompter: str = setting(SHIPPED, "a trained prompter spec (e.g. hf:runs/distill-ifeval/final-adapter): "
                                              "adds the arm 'align_pro' (one rewrite per prompt, fresh answers of "
@@ -86,14 +88,7 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     n_examples: int = setting(6, "examples shown in report.md")
 
     def __post_init__(self) -> None:
-        if self.quick:
-            self.n_prompts = min(self.n_prompts or 8, 8)  # at most 8 prompts (the default sample is 24)
-            self.k, self.m, self.n_fresh = min(self.k, 2), 1, min(self.n_fresh, 2)
-            self.closed_form_over_trained = False
-            self.answer_max_new_tokens = min(self.answer_max_new_tokens, 40)
-        for name in ("k", "m", "n_fresh", "batch_size", "answer_max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, 1, "k", "m", "n_fresh", "batch_size", "answer_max_new_tokens")
         if self.n_prompts < 0:
             raise ConfigError(f"setting 'n_prompts' must be >= 0 (0 = all), got {self.n_prompts}")
         if self.lam < 0 or math.isnan(self.lam):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
-from alignpro.config import parse_config, setting
+from alignpro.backends.base import PlainAnswerSettings
+from alignpro.config import check_at_least, parse_config, setting
 from alignpro.errors import ConfigError
+from alignpro.specs import model_spec_help, reward_spec_help
 
 
 def _need_text(value: str, name: str) -> None:
@@ -20,7 +21,7 @@ class RewriteConfig:
     """Rewrite one prompt with a prompter ρ."""
 
     text: str = setting("", "the prompt to rewrite")
-    prompter: str = setting("smollm2", "prompter model spec: smollm2 | hf:<id or path> | fake")
+    prompter: str = setting("smollm2", "prompter model spec: " + model_spec_help("prompter"))
     template: str = setting("rewrite-default", "rewrite template: builtin name or YAML file")
     k: int = setting(1, "number of rewrites to sample")
     seed: int = setting(0, "random seed")
@@ -28,37 +29,31 @@ class RewriteConfig:
 
     def __post_init__(self) -> None:
         _need_text(self.text, "text")
-        if self.k < 1:
-            raise ConfigError(f"setting 'k' must be >= 1, got {self.k}")
+        check_at_least(self, 1, "k")
 
 
 @dataclass
-class AnswerConfig:
+class AnswerConfig(PlainAnswerSettings):
     """Answer one prompt with a target π_F, optionally through a prompter ρ first (eq 3)."""
 
     text: str = setting("", "the prompt to answer")
-    target: str = setting("smollm2", "target model spec: smollm2 | hf:<id or path> | fake")
-    prompter: str = setting("", "optional prompter spec; when set, the prompt is rewritten first")
+    target: str = setting("smollm2", "target model spec: " + model_spec_help("target"))
+    prompter: str = setting("", "optional prompter spec (" + model_spec_help("prompter") + "); when set, the prompt "
+                                "is rewritten first")
     template: str = setting("rewrite-default", "rewrite template for the prompter")
-    max_new_tokens: int = setting(PAPER_ANSWER_CONFIG.max_new_tokens, "max new tokens of the answer")
-    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "sampling temperature (paper: 1.5)")
-    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "nucleus top_p (paper: 0.6)")
-    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "top_k (paper: 20)")
     seed: int = setting(0, "random seed")
     json: bool = setting(False, "print JSON instead of text")
 
     def __post_init__(self) -> None:
         _need_text(self.text, "text")
-        self.gen = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                    top_p=self.top_p, top_k=self.top_k)
+        self.gen = self.answer_config()
 
 
 @dataclass
 class ScoreConfig:
     """Score one (original prompt, answer) pair with a reward model."""
 
-    reward: str = setting("builtin", "reward spec: builtin | ifeval | hf:<id or path> | python:<module>:<fn> | fake "
-                                     "| a mix such as ifeval+builtin")
+    reward: str = setting("builtin", "reward spec: " + reward_spec_help())
     prompt: str = setting("", "the ORIGINAL prompt x")
     answer: str = setting("", "the answer y")
     instruction_id_list: str = setting("", "ifeval: the prompt's IFEval instruction ids, comma-separated "

@@ -34,14 +34,15 @@ from alignpro.backends.options import local_or_hub
 from alignpro.backends.registry import LOCAL_LM_KINDS, KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS
 from alignpro.errors import AlignProError
 
-__all__ = ["DEFAULT_REWRITE_CONFIG", "LOCAL_LM_KINDS", "MODEL_SPEC_FORMS", "REWARD_SPEC_FORMS", "RECORD_REWARDS",
-           "TARGET_ONLY_KINDS", "ModelSpec", "RewardSpec", "check_prompter_spec", "check_reward_spec",
-           "load_causal_lm", "make_prompter", "make_reward", "make_target", "model_path", "parse_model_spec",
-           "parse_reward_spec", "reward_needs_records"]
+__all__ = ["DEFAULT_REWRITE_CONFIG", "LOCAL_LM_KINDS", "MODEL_SPEC_FORMS", "REWARD_KINDS", "REWARD_SPEC_FORMS",
+           "RECORD_REWARDS", "TARGET_ONLY_KINDS", "ModelSpec", "RewardSpec", "check_prompter_spec", "check_reward_spec",
+           "load_causal_lm", "make_prompter", "make_reward", "make_target", "model_path", "model_spec_help",
+           "parse_model_spec", "parse_reward_spec", "reward_needs_records", "reward_spec_help"]
 
-REWARD_SPEC_FORMS = ("builtin", "ifeval", "hf:<hub id or local path>", "rm:<folder of alignpro reward train>",
-                     "python:<module>:<function>", "fake",
-                     "a weighted sum such as ifeval+builtin or 0.75*ifeval+0.25*builtin")
+#: reward kind -> how a spec of it is written (:data:`REWARD_BUILDERS` has one builder per kind)
+REWARD_KINDS = {"ifeval": "ifeval", "builtin": "builtin", "hf": "hf:<hub id or local path>",
+                "rm": "rm:<folder of alignpro reward train>", "python": "python:<module>:<function>", "fake": "fake"}
+REWARD_SPEC_FORMS = (*REWARD_KINDS.values(), "a weighted sum such as ifeval+builtin or 0.75*ifeval+0.25*builtin")
 #: rewards that score an answer against the prompt's record (its instructions), not only its text
 RECORD_REWARDS = ("ifeval",)
 
@@ -52,6 +53,22 @@ DEFAULT_REWRITE_CONFIG = GenerationConfig(max_new_tokens=48, temperature=0.8, to
 # ---------------------------------------------------------------------------------------------------------------
 # Model specs
 # ---------------------------------------------------------------------------------------------------------------
+#: which model kinds a setting accepts, by the role of its model (see :func:`model_spec_help`)
+_ROLE_KINDS = {"target": lambda k: True, "prompter": lambda k: k.token_logprobs, "trainable": lambda k: k.trainable}
+
+
+def model_spec_help(role: str) -> str:
+    """The spec forms a model setting accepts, for its help text, from the registry's table of kinds: ``target``
+    (π_F: every kind), ``prompter`` (ρ: kinds with token log-probs) or ``trainable`` (a local causal LM whose
+    weights we hold: a policy to train, a reference, a base to fine-tune)."""
+    accepts = _ROLE_KINDS[role]
+    return " | ".join(k.form for k in KINDS.values() if accepts(k))
+
+
+def reward_spec_help() -> str:
+    """The reward spec forms (:func:`parse_reward_spec` reads exactly these), for a setting's help text."""
+    return " | ".join(REWARD_SPEC_FORMS)
+
 
 
 @dataclass(frozen=True)
@@ -167,7 +184,7 @@ class RewardSpec:
         return self.ref.split(":")[1] if self.kind == "python" else ""
 
 
-_BARE_REWARDS = ("builtin", "ifeval", "fake")
+_BARE_REWARDS = tuple(kind for kind, form in REWARD_KINDS.items() if ":" not in form)
 
 
 def _parse_one(term: str, weight: float, whole: str) -> RewardSpec:

@@ -48,14 +48,20 @@ def test_demo_is_deterministic(tmp_path):
     assert a["arms"] == b["arms"]
 
 
-def test_quick_is_small_whatever_the_sample_size(tmp_path):
-    """--quick: at most 8 prompts (the default sample is 24), K <= 2, M = 1, <= 2 fresh answers, <= 40 tokens."""
-    for n_prompts, expected in ((24, 8), (0, 8), (5, 5)):
-        cfg = build_config(DemoConfig, dict(quick=True, n_prompts=n_prompts, prompter="fake", target="fake",
-                                            reward="fake", trained_prompter="", oracle="", guard_reward=""))
-        assert cfg.n_prompts == expected
-        assert (cfg.k, cfg.m, cfg.n_fresh, cfg.answer_max_new_tokens) == (2, 1, 2, 40)
+def test_quick_is_small_and_explicit_settings_win(tmp_path):
+    """--quick: 8 prompts (the default sample is 24), K = 2, M = 1, 2 fresh answers, 40-token answers, for every
+    setting not given; a setting given explicitly (flag or YAML) wins over the preset, and is validated."""
+    fakes = dict(prompter="fake", target="fake", reward="fake", trained_prompter="", oracle="", guard_reward="")
+    cfg = build_config(DemoConfig, dict(quick=True, **fakes))
+    assert (cfg.n_prompts, cfg.k, cfg.m, cfg.n_fresh, cfg.answer_max_new_tokens) == (8, 2, 1, 2, 40)
+    assert not cfg.closed_form_over_trained
     assert build_config(DemoConfig, dict(quick=True)).n_prompts == 8  # the defaults, as `alignpro demo --quick`
+    given = build_config(DemoConfig, dict(quick=True, n_prompts=24, k=4, m=3, **fakes))
+    assert (given.n_prompts, given.k, given.m, given.n_fresh) == (24, 4, 3, 2)
+    assert build_config(DemoConfig, dict(quick=False, **fakes)).k == 4  # no preset without --quick
+    with pytest.raises(ConfigError, match="setting 'm' must be >= 1, got -1"):
+        build_config(DemoConfig, dict(quick=True, m=-1, **fakes))
+    assert main(["demo", "--quick", "--m", "-1", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_bad_settings_are_named(tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 from alignpro.backends.fake import FakeReward, FakeTarget
 from alignpro.cli import main as alignpro_main
-from alignpro.config import build_config
+from alignpro.config import build_config, parse_config
 from alignpro.data import load_prompts
 from alignpro.data.preferences import (PreferencePair, load_hf_pairs, load_pair_file, load_pairs, pair_to_row,
                                        render_conversation, split_pairs_by_prompt)
@@ -24,12 +24,12 @@ from alignpro.reward_model.bt import (bradley_terry_loss, calibration_bins, expe
 from alignpro.reward_model.config import RewardLabelConfig, RewardTrainConfig
 from alignpro.reward_model.label import label_pairs, progress_path
 from alignpro.reward_model.model import RewardScorer
-from alignpro.reward_model.train import lr_factor, total_steps, train_reward_model
+from alignpro.reward_model.train import total_steps, train_reward_model
 from alignpro.specs import check_reward_spec, make_reward
 from alignpro.train.checkpoint import read_jsonl
 
 DATA = Path(__file__).parent / "data"
-TIMING = ("seconds", "elapsed_seconds")
+TIMING = ("seconds", "elapsed_seconds", "samples_per_s", "tokens_per_s")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,8 +79,12 @@ def test_calibration_bins_count_each_pair_in_both_orders() -> None:
 
 
 def test_learning_rate_schedule_and_step_count() -> None:
-    assert [lr_factor(s, 4, 0, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
-    assert [lr_factor(s, 4, 2, "constant") for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    from alignpro.config import OptimizerSettings
+
+    assert [OptimizerSettings(schedule="linear").lr_factor(s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [OptimizerSettings(warmup_steps=2).lr_factor(s, 4) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert [OptimizerSettings(schedule="linear", warmup_steps=2).lr_factor(s, 4) for s in range(4)] == [
+        0.5, 1.0, 1.0, 0.5]
     cfg = build_config(RewardTrainConfig, {"pairs": "p.jsonl", "epochs": 3, "batch_size": 4})
     assert total_steps(cfg, 10) == 9 and total_steps(build_config(RewardTrainConfig, {"pairs": "p.jsonl",
                                                                                       "steps": 5}), 10) == 5
@@ -276,6 +280,9 @@ def test_training_moves_the_weights_lowers_the_loss_and_writes_the_run(minilm_ru
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert [r["lr"] for r in rows] == pytest.approx([3e-5 * f for f in (0.75, 0.5, 0.25, 0.0)])
+    assert all(r["samples_per_s"] == pytest.approx(4 / r["seconds"]) for r in rows)  # 4 pairs per step
+    assert all(r["tokens_per_s"] * r["seconds"] == pytest.approx(round(r["tokens_per_s"] * r["seconds"]))
+               and 8 < r["tokens_per_s"] * r["seconds"] <= 8 * 32 for r in rows)  # 2×4 encodings of <= 32 tokens
     for name in ("calibration.png", "config.yaml", "model/template.json", "model/head.safetensors",
                  "model/tokenizer_config.json", "checkpoints/step-000004/COMPLETE"):
         assert (run / name).is_file(), name
@@ -291,7 +298,7 @@ def test_training_moves_the_weights_lowers_the_loss_and_writes_the_run(minilm_ru
 
 
 def test_interrupted_then_resumed_run_equals_a_straight_run(tmp_path: Path, monkeypatch, minilm_run) -> None:
-    import alignpro.reward_model.train as train_module
+    import alignpro.train.tracking as train_module  # where a step's metrics row is appended
 
     pairs = Path(minilm_run.record["config"]["pairs"])
     real_append = train_module.append_jsonl
@@ -476,7 +483,11 @@ def test_label_resume_after_an_interruption_equals_a_straight_run(tmp_path: Path
         label_pairs(build_config(RewardLabelConfig, _label_values(cut)))
     with pytest.raises(AlignProError, match=r"setting\(s\) \['seed'\] differ"):
         label_pairs(build_config(RewardLabelConfig, _label_values(cut, resume=True, seed=1)))
-    label_pairs(build_config(RewardLabelConfig, _label_values(cut, resume=True)))
+    with pytest.raises(ConfigError, match=r"setting\(s\) \['seed'\] differ from the run's .*cut.config.yaml"):
+        parse_config(RewardLabelConfig, ["--resume", str(cut), "--seed", "1"], "alignpro reward label")
+    resumed = parse_config(RewardLabelConfig, ["--out", str(cut), "--resume"], "alignpro reward label")  # the CLI's
+    assert (resumed.resume, resumed.n_prompts, resumed.batch_size) == (str(cut), 24, 5)  # its saved settings
+    label_pairs(resumed)
     assert cut.read_text() == straight.read_text()
 
 

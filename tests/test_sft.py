@@ -1,6 +1,7 @@
 """``alignpro sft``: demonstrations from IFEval records, their checks, and a run on a tiny random Llama that learns
 its demonstration and becomes the ρ_sft of a distillation run."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ from alignpro.data import builtin_ifeval_prompts
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.templates import load_rewrite_template
 from alignpro.train.sft import SFTConfig, instruction_demo, load_demos, sft, sft_loss
+
+HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 
 def test_instruction_demo_restates_exactly_what_the_builtin_set_appended():
@@ -105,9 +108,18 @@ def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run
     run = sft(build_config(SFTConfig, {
         "prompter": f"hf:{tiny_model}", "demos": _write(tmp_path / "d.jsonl", [{"prompt": rec.text, "rewrite": demo}]),
         "out": str(tmp_path / "sft"), "epochs": 40, "batch_size": 1, "lr": 1e-2, "lora": False, "progress": False,
-        "num_threads": 1}))
-    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        "num_threads": 1, "report_to": ["tensorboard"] if HAS_TENSORBOARD else []}))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows]
     assert len(losses) == 40 and losses[-1] < 0.1 * losses[0]
+    assert all(r["lr"] == 1e-2 and r["samples_per_s"] == pytest.approx(1 / r["seconds"]) for r in rows)
+    if HAS_TENSORBOARD:  # the optional extra alignpro[tensorboard]
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        assert {"sft/loss", "sft/samples_per_s", "sft/tokens_per_s"} <= set(events.Tags()["scalars"])
+        assert [e.value for e in events.Scalars("sft/loss")] == pytest.approx(losses, rel=1e-6)
     info = json.loads((run / "final" / "alignpro-train.json").read_text())
     assert info["algo"] == "sft" and info["template"] == "rewrite-restate" and info["role"] == "prompter"
     prompter = make_prompter(f"hf:{run / 'final'}", "rewrite-restate")
@@ -165,17 +177,21 @@ def test_an_interrupted_sft_run_resumes_to_the_uninterrupted_result(tiny_model, 
     rows = lambda run: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     ckpts = lambda run: sorted(d.name for d in (run / "checkpoints").iterdir())  # noqa: E731
 
+    resumed = build_config(SFTConfig, {**values, "out": str(split), "resume": str(split)})
+
     _stop_in_step(monkeypatch, 2)
     with pytest.raises(_Stopped):
         sft(cfg)
     assert [r["step"] for r in rows(split)] == [1] and not (split / "checkpoints").exists()
+    with pytest.raises(AlignProError, match=f"already holds an SFT run; pass --resume {split} to continue it"):
+        sft(cfg)  # the one way to continue a run is --resume
     real = _stop_in_step(monkeypatch, 6)
     with pytest.raises(_Stopped):
-        sft(cfg)  # no checkpoint yet: from step 0, the old row dropped
+        sft(resumed)  # no checkpoint yet: from step 0, the old row dropped
     assert [r["step"] for r in rows(split)] == [1, 2, 3, 4, 5] and ckpts(split) == ["step-000004"]
     assert "resuming" not in capsys.readouterr().out
     monkeypatch.setattr(sft_module, "sft_loss", real)
-    sft(cfg)
+    sft(resumed)
     assert "alignpro sft: resuming after step 4 of 6 in " in capsys.readouterr().out
 
     assert [r["step"] for r in rows(split)] == [1, 2, 3, 4, 5, 6]
@@ -195,29 +211,31 @@ def test_an_interrupted_sft_run_resumes_to_the_uninterrupted_result(tiny_model, 
 
 
 def test_sft_refuses_a_run_folder_with_other_settings_or_a_finished_run(tmp_path):
-    """Checked before any model is loaded: the error names the folder, every differing setting, and what to do;
-    the settings a continued run may change are not differences."""
-    import yaml
-
-    from alignpro.config import config_to_dict
+    """Checked before any model is loaded: --resume with other settings names every differing setting (the
+    resumable ones are not differences); a run there without --resume, a finished run, or --resume of a folder with
+    no run are errors that say what to do."""
+    from alignpro.config import write_run_config
     from alignpro.train.sft import resume_point
 
     run = tmp_path / "run"
     run.mkdir()
     saved = build_config(SFTConfig, {"out": str(run), "lr": 1e-3, "epochs": 3})
-    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(saved), sort_keys=False))
+    write_run_config(saved, run / "config.yaml")
     log = '{"step": 1, "epoch": 1, "loss": 2.0}\n'
     (run / "metrics.jsonl").write_text(log)
-    with pytest.raises(AlignProError) as err:
-        sft(build_config(SFTConfig, {"out": str(run)}))
+    with pytest.raises(ConfigError) as err:
+        sft(build_config(SFTConfig, {"out": str(run), "resume": str(run)}))
     message = str(err.value)
-    assert f"run folder '{run}' holds an unfinished SFT run with other settings" in message
+    assert message.startswith(f"setting(s) ['epochs', 'lr'] differ from the run's {run / 'config.yaml'}")
     assert "lr: 0.001 there, 0.0002 here" in message and "epochs: 3 there, 2 here" in message
-    assert message.count(" there, ") == 2 and message.endswith("or choose another --out")
+    assert message.count(" there, ") == 2 and "start a new run with another --out" in message
+    with pytest.raises(AlignProError, match=f"already holds an SFT run; pass --resume {run} to continue it"):
+        sft(build_config(SFTConfig, {"out": str(run), "lr": 1e-3, "epochs": 3}))
     assert (run / "metrics.jsonl").read_text() == log  # untouched
 
-    same = build_config(SFTConfig, {**config_to_dict(saved), "out": str(tmp_path / "." / "run"), "progress": False,
-                                    "num_threads": 1, "save_every": 3, "keep_checkpoints": 2})
+    same = build_config(SFTConfig, {"lr": 1e-3, "epochs": 3, "resume": str(tmp_path / "." / "run"),
+                                    "progress": False, "num_threads": 1, "save_every": 3, "keep_checkpoints": 2,
+                                    "report_to": ["none"]})
     assert resume_point(same, run) is None  # no checkpoint: it would start again at step 0
 
     (run / "final").mkdir()
@@ -225,7 +243,7 @@ def test_sft_refuses_a_run_folder_with_other_settings_or_a_finished_run(tmp_path
         sft(same)
     (run / "final").rmdir()
     (run / "config.yaml").unlink()
-    with pytest.raises(AlignProError, match="no config.yaml, so it cannot be continued; choose another --out"):
+    with pytest.raises(AlignProError, match="no SFT run there \\(no config.yaml\\), so it cannot be continued"):
         sft(same)
 
 

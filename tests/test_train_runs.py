@@ -25,6 +25,7 @@ from alignpro.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"seconds", "rollout_seconds", "reward_seconds", "update_seconds", "elapsed_seconds", "tokens_per_s",
+          "samples_per_s",
           "answer_seconds", "score_seconds", "baseline_seconds"}
 
 
@@ -265,3 +266,46 @@ def test_time_limit_stops_after_a_step_with_a_checkpoint_and_resume_finishes(tin
     assert json.loads((tmp_path / "run" / "final" / "alignpro-train.json").read_text())["steps"] == 4
     with pytest.raises(ConfigError, match="time_limit_minutes"):
         build_config(TrainConfig, {**values, "time_limit_minutes": -1})
+
+
+def test_report_to_tensorboard_writes_the_logged_scalars(tiny_model, tmp_path):
+    """A 2-step run with --report-to tensorboard: RUN/tensorboard holds every metrics.jsonl scalar, samples/s and
+    tokens/s among them, at its step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    threads = torch.get_num_threads()
+    cfg = build_config(TrainConfig, _args(tiny_model, tmp_path / "run", steps=2, report_to=["tensorboard"]))
+    train(cfg, target=FakeTarget(), reward=FakeReward())
+    torch.set_num_threads(threads)
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/reward_mean", "train/kl", "train/samples_per_s", "train/tokens_per_s", "train/lr"} <= tags
+    assert tags == {f"train/{k}" for k in rows[0] if k != "step"}
+    for name in ("reward_mean", "kl", "samples_per_s", "tokens_per_s"):
+        got = [(e.step, e.value) for e in acc.Scalars(f"train/{name}")]
+        assert [s for s, _ in got] == [1, 2]
+        assert [v for _, v in got] == pytest.approx([r[name] for r in rows], rel=1e-6)
+    assert rows[0]["samples_per_s"] == pytest.approx(rows[0]["reward_n"] / rows[0]["seconds"])
+
+
+def test_resume_refuses_fewer_steps_than_the_run_has_done(tiny_model, tmp_path, capsys):
+    """`train --resume RUN --steps N` with N below the steps done: one error (exit 2), and config.yaml and
+    final/alignpro-train.json still say the steps the weights are at."""
+    from alignpro.cli import main
+
+    threads = torch.get_num_threads()
+    run = tmp_path / "run"
+    train(build_config(TrainConfig, _args(tiny_model, run, steps=3, save_every=1)), target=FakeTarget(),
+          reward=FakeReward())
+    torch.set_num_threads(threads)
+    config, info = (run / "config.yaml").read_text(), (run / "final" / "alignpro-train.json").read_text()
+    assert main(["train", "--resume", str(run), "--steps", "2"]) == 2
+    torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert "setting 'steps' (2) is below the 3 steps the run in" in err and "pass --steps 3 or more" in err
+    assert (run / "config.yaml").read_text() == config
+    assert (run / "final" / "alignpro-train.json").read_text() == info
+    assert json.loads(info)["steps"] == 3 and yaml.safe_load(config)["steps"] == 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence, runtime_checkable
 
-from alignpro.config import setting
+from alignpro.config import renamed_group, setting
 from alignpro.errors import ConfigError
 
 
@@ -60,6 +60,15 @@ class AnswerSettings:
         """These settings as the :class:`GenerationConfig` of π_F's answers."""
         return GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.temperature,
                                 top_p=self.top_p, top_k=self.top_k)
+
+
+#: :class:`AnswerSettings` named ``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``: for commands where
+#: π_F's is the only sampling (answer, serve, reward label)
+PlainAnswerSettings = renamed_group(AnswerSettings, {"answer_max_new_tokens": "max_new_tokens"})
+#: :class:`AnswerSettings` named ``answer_*``: for commands whose bare names are another model's sampling (train:
+#: the rollouts'; overopt passes them on to train)
+PrefixedAnswerSettings = renamed_group(
+    AnswerSettings, {"temperature": "answer_temperature", "top_p": "answer_top_p", "top_k": "answer_top_k"})
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from alignpro.arms import BASELINE, Arm, ClosedFormConfig, ClosedFormSettings
 from alignpro.backends.base import AnswerSettings
-from alignpro.config import setting
+from alignpro.config import check_at_least, setting
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.evaluate.judge_specs import JudgeSpec, parse_judge_spec
-from alignpro.specs import DEFAULT_REWRITE_CONFIG, parse_model_spec
+from alignpro.specs import DEFAULT_REWRITE_CONFIG, model_spec_help, parse_model_spec, reward_spec_help
 
 #: the evaluation's metrics.json schema; bump when its shape changes
 SCHEMA_VERSION = 1
@@ -44,11 +44,12 @@ class EvaluateConfig(AnswerSettings, ClosedFormConfig):
 
     out: str = setting("runs/evaluate", "output folder: metrics.json, table.md, fig_reward_mean.png, "
                                         "fig_reward_variance.png, examples.md (and judgments.jsonl)")
-    prompters: list[str] = setting(["smollm2"], "prompter ρ_sft model specs (smollm2 | hf:<id or path> | fake), "
+    prompters: list[str] = setting(["smollm2"], f"prompter ρ_sft model specs ({model_spec_help('prompter')}), "
                                                 "optionally labelled 'P1=hf:microsoft/Phi-3.5-mini-instruct'")
-    targets: list[str] = setting(["smollm2"], "frozen target π_F model specs, optionally labelled 'F1=<spec>'; "
-                                              "every prompter is paired with every target")
-    reward: str = setting("builtin", "reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+    targets: list[str] = setting(["smollm2"], f"frozen target π_F model specs ({model_spec_help('target')}), "
+                                              "optionally labelled 'F1=<spec>'; every prompter is paired with "
+                                              "every target")
+    reward: str = setting("builtin", "reward spec: " + reward_spec_help())
     datasets: list[str] = setting(["builtin:eval"], "prompt sources, optionally labelled 'name=source': "
                                                     "builtin:eval | ultrafeedback | helpsteer | orca | FILE.jsonl | "
                                                     "hf:<hub id>")
@@ -93,14 +94,10 @@ class EvaluateConfig(AnswerSettings, ClosedFormConfig):
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        for name in ("k", "m", "answers_per_prompt", "batch_size", "answer_max_new_tokens",
-                     "rewrite_max_new_tokens", "judge_concurrency", "openai_judge_max_tokens",
-                     "llm_judge_max_new_tokens"):
-            if getattr(self, name) < 1:
-                problems.append(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
-        for name in ("n", "n_examples", "judge_max_retries"):
-            if getattr(self, name) < 0:
-                problems.append(f"setting '{name}' must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, 1, "k", "m", "answers_per_prompt", "batch_size", "answer_max_new_tokens",
+                       "rewrite_max_new_tokens", "judge_concurrency", "openai_judge_max_tokens",
+                       "llm_judge_max_new_tokens", problems=problems)
+        check_at_least(self, 0, "n", "n_examples", "judge_max_retries", problems=problems)
         if self.lam < 0 or math.isnan(self.lam):
             problems.append(f"setting 'lam' must be >= 0 (0 = argmax, inf = no optimisation), got {self.lam}")
         if not 0 <= self.identity_prior < 1:

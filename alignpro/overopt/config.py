@@ -1,4 +1,6 @@
-"""Settings of ``alignpro overopt`` (flags = YAML keys), validated in ``__post_init__``."""
+"""Settings of ``alignpro overopt`` (flags = YAML keys), validated in ``__post_init__``; π_F's sampling is the shared
+group (:class:`~alignpro.backends.base.PrefixedAnswerSettings`) with the study's plain-sampling defaults, and the
+study resumes by the one contract (``--resume RUN``, :mod:`alignpro.config`)."""
 
 from __future__ import annotations
 
@@ -6,29 +8,33 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignpro.backends.base import GenerationConfig
-from alignpro.config import setting
+from alignpro.backends.base import GenerationConfig, PrefixedAnswerSettings
+from alignpro.config import ResumeSettings, check_at_least, setting
 from alignpro.errors import ConfigError
+from alignpro.specs import model_spec_help, reward_spec_help
 
 
 @dataclass
-class OveroptConfig:
+class OveroptConfig(ResumeSettings, PrefixedAnswerSettings):
     """Over-optimisation of a learned reward (Gao et al. 2023) against a gold one: label pairs with the gold reward
     on the train prompts, learn Bradley–Terry proxies (eq 1) on N of them, optimise each proxy with the closed form
     (eq 10, a λ sweep), a trained prompter (eq 9) and the RLHF oracle (eq 2), and measure gold and proxy reward
-    against √KL on the eval prompts. Every stage is resumable: run the same command again to continue."""
+    against √KL on the eval prompts. Every stage is resumable: --resume RUN continues the study in RUN."""
 
     out: str = setting("runs/overopt", "run folder: pairs, proxies, training runs, measure/, overopt.{json,md,png}")
     seed: int = setting(0, "seed of every stage")
 
     # ---- the task
-    gold: str = setting("ifeval", "the gold reward r* (labels the pairs, and is what the curves measure)")
+    gold: str = setting("ifeval", "the gold reward r* (labels the pairs, and is what the curves measure): "
+                                  + reward_spec_help())
     train_prompts: str = setting("builtin-ifeval:train", "prompts of the pairs and of the training runs")
     eval_prompts: str = setting("builtin-ifeval:eval", "prompts of the measurement (never trained or tuned on)")
     n_eval_prompts: int = setting(64, "a seeded sample of N eval prompts (0 = all); a larger N "
-                                                 "later measures only the prompts not measured yet")
-    target: str = setting("smollm2", "π_F: answers everything; the oracle starts from it")
-    prompter: str = setting("smollm2", "ρ_sft: the closed form's proposal; the trained prompter starts from it")
+                                      "later measures only the prompts not measured yet", resumable=True)
+    target: str = setting("smollm2", "π_F: answers everything; the oracle starts from it: "
+                                     + model_spec_help("trainable"))
+    prompter: str = setting("smollm2", "ρ_sft: the closed form's proposal; the trained prompter starts from it: "
+                                       + model_spec_help("trainable"))
 
     # ---- stage 1: gold-labelled pairs (alignpro reward label)
     n_label_prompts: int = setting(0, "label a seeded sample of N train prompts (0 = all)")
@@ -45,10 +51,10 @@ class OveroptConfig:
     rm_batch_size: int = setting(16, "pairs per step")
 
     # ---- the study's sampling of π_F: plain sampling, so the oracle's KL is that of the answers it is judged on
-    answer_max_new_tokens: int = setting(128, "max tokens of π_F's (and the oracle's) answers")
-    answer_temperature: float = setting(1.0, "π_F's and the oracle's sampling temperature")
-    answer_top_p: float = setting(1.0, "π_F's and the oracle's top_p (1 = off)")
-    answer_top_k: int = setting(0, "π_F's and the oracle's top_k (0 = off)")
+    answer_temperature: float = setting(1.0, "π_F's and the oracle's sampling temperature (1, not the paper's 1.5: "
+                                             "plain sampling)")
+    answer_top_p: float = setting(1.0, "π_F's and the oracle's top_p (1 = off, not the paper's 0.6: plain sampling)")
+    answer_top_k: int = setting(0, "π_F's and the oracle's top_k (0 = off, not the paper's 20: plain sampling)")
 
     # ---- (a) the closed form over a λ sweep
     k: int = setting(4, "K rewrites of ρ_sft per eval prompt (+ x itself)")
@@ -67,29 +73,26 @@ class OveroptConfig:
     checkpoint_every: int = setting(4, "measure a checkpoint every N steps (and step 0, the start)")
     train_time_limit_minutes: float = setting(0.0, "stop each training run cleanly after the first step past this "
                                                    "many minutes (0 = none); a run that stopped early is measured "
-                                                   "up to the step it reached, and the report says so; running the "
-                                                   "study again continues it")
+                                                   "up to the step it reached, and the report says so; resuming the "
+                                                   "study continues it", resumable=True)
 
     # ---- measurement
     n_fresh: int = setting(4, "fresh answers per candidate (closed form) and per prompt (oracle) that are measured")
     rewrites_per_prompt: int = setting(2, "trained prompter: rewrites per eval prompt (n_fresh / this answers each)")
     batch_size: int = setting(64, "π_F's answers per generation call; the policies' samples per call")
     device: str = setting("auto", "where the checkpoints are measured: auto (a GPU when there is one) | cpu | cuda | "
-                                  "cuda:N (training runs use their recipe's device)")
-    num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
-    progress: bool = setting(True, "show progress bars")
+                                  "cuda:N (training runs use their recipe's device)", resumable=True)
+    num_threads: int = setting(0, "torch CPU threads (0 = torch's default)", resumable=True)
+    progress: bool = setting(True, "show progress bars", resumable=True)
 
     def __post_init__(self) -> None:
-        for name in ("n_fresh", "rewrites_per_prompt", "batch_size", "k", "m", "train_steps", "checkpoint_every",
-                     "rm_epochs", "rm_batch_size", "label_batch_size", "label_max_new_tokens",
-                     "answer_max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
-        if self.answers_per_prompt < 2:
-            raise ConfigError(f"setting 'answers_per_prompt' must be >= 2, got {self.answers_per_prompt}")
-        for name in ("n_eval_prompts", "n_label_prompts", "num_threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"setting '{name}' must be >= 0, got {getattr(self, name)}")
+        if self.resume:
+            self.out = self.resume
+        check_at_least(self, 1, "n_fresh", "rewrites_per_prompt", "batch_size", "k", "m", "train_steps",
+                       "checkpoint_every", "rm_epochs", "rm_batch_size", "label_batch_size", "label_max_new_tokens",
+                       "answer_max_new_tokens")
+        check_at_least(self, 2, "answers_per_prompt")
+        check_at_least(self, 0, "n_eval_prompts", "n_label_prompts", "num_threads")
         if not self.n_pairs or any(n < 1 for n in self.n_pairs) or len(set(self.n_pairs)) != len(self.n_pairs):
             raise ConfigError(f"setting 'n_pairs' must be distinct numbers >= 1, e.g. [200, 2000]; got {self.n_pairs}")
         if not self.lams or any(math.isnan(v) or v < 0 for v in self.lams):
@@ -124,8 +127,7 @@ class OveroptConfig:
 
     @property
     def answer_gen(self) -> GenerationConfig:
-        return GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.answer_temperature,
-                                top_p=self.answer_top_p, top_k=self.answer_top_k)
+        return self.answer_config()
 
     def steps_measured_up_to(self, reached: int) -> list[int]:
         """The measured steps of a run that reached step ``reached`` (its time limit may have stopped it early)."""

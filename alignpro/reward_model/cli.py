@@ -2,8 +2,9 @@
 pairs from a gold reward, and measure a trained model on any pairs. One config dataclass per sub-command (flags
 or ``--config FILE.yaml``); see docs/reward-learning.md.
 
-``reward train --resume RUN`` reuses ``RUN/config.yaml``; flags given with it may change only the settings in
-:data:`alignpro.reward_model.config.RESUMABLE_CHANGES`.
+``reward train --resume RUN`` reuses ``RUN/config.yaml`` (``reward label --resume PAIRS.jsonl``: its
+``PAIRS.config.yaml``); flags given with it may change only the settings declared resumable
+(:func:`alignpro.config.check_resume`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from alignpro.config import parse_config, parse_resumable_config
+from alignpro.config import parse_config
 from alignpro.errors import ConfigError
-from alignpro.reward_model.config import (RESUMABLE_CHANGES, RewardEvalConfig, RewardLabelConfig,
-                                          RewardTrainConfig)
+from alignpro.reward_model.config import RewardEvalConfig, RewardLabelConfig, RewardTrainConfig
 
 SUBCOMMANDS = {
     "train": "learn r_φ from preference pairs by eq (1); held-out accuracy ± s.e. and calibration; writes rm:DIR",
@@ -32,8 +32,7 @@ def _usage() -> str:
 
 def parse_train_config(argv: list[str]) -> RewardTrainConfig:
     """Flags and/or YAML into a :class:`RewardTrainConfig`; with ``--resume RUN`` the run's own config.yaml."""
-    return parse_resumable_config(RewardTrainConfig, argv, "alignpro reward train", RESUMABLE_CHANGES,
-                                  run_kind="reward-model run folder")
+    return parse_config(RewardTrainConfig, argv, "alignpro reward train")
 
 
 def run_eval(cfg: RewardEvalConfig) -> dict[str, Any]:

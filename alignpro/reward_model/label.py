@@ -8,7 +8,9 @@ text. With n answers a prompt gives up to n(n−1)/2 pairs; they share their pro
 prompt's pairs on one side of its held-out split. Prompts are
 processed in chunks of ``batch_size``; after each chunk its pairs are appended (fsync'd) to the output and the
 progress record ``<out>.label.json`` is replaced atomically, so ``--resume`` continues an interrupted run exactly
-(each chunk's sampling seed depends only on the run seed and the chunk's position).
+(each chunk's sampling seed depends only on the run seed and the chunk's position). The run's settings are
+``<out>.config.yaml`` (:func:`alignpro.config.write_run_config`), which ``--resume`` reuses and checks
+(:func:`alignpro.config.check_resume`), as every resumable command does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignpro.config import config_to_dict
+from alignpro.config import check_resume, config_to_dict, load_yaml, resumable_settings, write_run_config
 from alignpro.data import PromptRecord, load_prompts
 from alignpro.errors import AlignProError
 from alignpro.reward_model.config import RewardLabelConfig
@@ -27,8 +29,8 @@ from alignpro.fileio import atomic_write_text
 from alignpro.train.checkpoint import append_jsonl
 from alignpro.train.loop import step_seed
 
-#: settings a resumed label run may change; everything else must match the progress record
-RESUMABLE_CHANGES = ("resume", "progress")
+#: settings a resumed label run may change (declared resumable where they are declared)
+RESUMABLE_CHANGES = resumable_settings(RewardLabelConfig)
 _LABEL_STAGE = 3  # the sampling stage of step_seed used for π_F's answers here
 
 
@@ -87,7 +89,8 @@ def label_pairs(cfg: RewardLabelConfig, *, target: Any = None, gold: Any = None)
                           skip_bad=cfg.skip_bad)
     records = loaded.records
     out, record_file = Path(cfg.out), progress_path(Path(cfg.out))
-    settings = {**config_to_dict(cfg), "resume": False, "progress": True}
+    settings = {**config_to_dict(cfg), "resume": None}
+    settings_file = RewardLabelConfig.config_file(out)
     counts, done = LabelCounts(), 0
     if record_file.is_file():
         saved = json.loads(record_file.read_text())
@@ -95,12 +98,12 @@ def label_pairs(cfg: RewardLabelConfig, *, target: Any = None, gold: Any = None)
             raise AlignProError(f"'{out}' is already complete ({saved['counts']['pairs']} pairs); choose another "
                                 "--out or delete it and its .label.json")
         if not cfg.resume:
-            raise AlignProError(f"'{out}' holds an interrupted labelling run ({record_file}); pass --resume to "
-                                "continue it, or choose another --out")
-        changed = sorted(k for k, v in settings.items() if saved["config"].get(k) != v and k not in RESUMABLE_CHANGES)
-        if changed:
-            raise AlignProError(f"--resume: setting(s) {changed} differ from the interrupted run's {record_file}; "
-                                "a resumed run must use the same settings")
+            raise AlignProError(f"'{out}' holds an interrupted labelling run ({record_file}); pass --resume {out} "
+                                "to continue it, or choose another --out")
+        # its settings file; a run labelled before there was one kept them in its progress record
+        saved_settings = load_yaml(settings_file) if settings_file.is_file() else saved["config"]
+        check_resume(saved_settings, settings, RewardLabelConfig,
+                     settings_file if settings_file.is_file() else record_file)
         done = saved["prompts_done"]
         counts = LabelCounts(**saved["counts"])
         _truncate_lines(out, counts.pairs)
@@ -112,6 +115,7 @@ def label_pairs(cfg: RewardLabelConfig, *, target: Any = None, gold: Any = None)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("")
+        write_run_config(cfg, settings_file)
     n = cfg.answers_per_prompt
     target = target or make_target(cfg.target, cfg.answer_gen, batch_size=n * cfg.batch_size)
     gold = gold or make_reward(cfg.gold, records)

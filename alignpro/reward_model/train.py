@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from alignpro.config import config_to_dict
+from alignpro.config import check_resume, config_to_dict, load_yaml, write_run_config
 from alignpro.data.preferences import PreferencePair, load_pairs, pair_to_row, split_pairs_by_prompt
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.reward_model.bt import bradley_terry_loss
@@ -27,10 +26,10 @@ from alignpro.reward_model.config import RewardTrainConfig
 from alignpro.reward_model.measure import PairMeasures, measure, plot_calibration, score_pairs, score_rows
 from alignpro.reward_model.model import MODEL_FOLDER, RewardScorer
 from alignpro.fileio import atomic_write_text, check_run_folder, make_run_folder
-from alignpro.train.checkpoint import (append_jsonl, begin_checkpoint, finish_checkpoint,
-                                       latest_checkpoint, prune_checkpoints, read_jsonl, rng_state, set_rng_state,
-                                       torch_save, truncate_jsonl)
+from alignpro.train.checkpoint import (begin_checkpoint, finish_checkpoint, latest_checkpoint, prune_checkpoints,
+                                       read_jsonl, rng_state, set_rng_state, torch_save, truncate_jsonl)
 from alignpro.train.loop import batch_indices
+from alignpro.train.tracking import RunLog
 
 CONFIG, METRICS, RECORD = "config.yaml", "metrics.jsonl", "reward_model.json"
 HELDOUT, HELDOUT_SCORES, FIGURE = "heldout.jsonl", "heldout_scores.jsonl", "calibration.png"
@@ -49,16 +48,6 @@ class RewardTrainResult:
 def total_steps(cfg: RewardTrainConfig, n_train: int) -> int:
     """``steps``, or ``epochs`` passes over the training pairs in batches of ``batch_size``."""
     return cfg.steps or cfg.epochs * math.ceil(n_train / cfg.batch_size)
-
-
-def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the learning rate after ``step`` optimizer steps (0-based): linear warmup, then constant or a
-    linear decay that reaches 0 after the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "linear":
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-    return 1.0
 
 
 def _fingerprint(pairs: list[PreferencePair]) -> str:
@@ -82,6 +71,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
     if not cfg.resume and ((run / METRICS).is_file() or (run / CONFIG).is_file()):
         raise AlignProError(f"run folder '{run}' already holds a run; pass --resume {run} to continue it, or choose "
                             "another --out")
+    if cfg.resume:
+        check_resume(load_yaml(run / CONFIG), config_to_dict(cfg), RewardTrainConfig, run / CONFIG)
 
     # ================================================================ setup: pairs, held-out split by prompt
     loaded = load_pairs(cfg.pairs, cfg.pairs_split, cfg.skip_bad, data_files=cfg.data_files or None)
@@ -117,13 +108,13 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
               {"params": [p for n, p in named if n in net.new_parameters], "lr": cfg.head_lr, "name": "head"}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, steps, cfg.warmup_steps, cfg.schedule))
+        optimizer, lambda s: cfg.lr_factor(s, steps))
 
     # ================================================== setup: run folder (written once everything loaded)
     resume_from = latest_checkpoint(run) if cfg.resume else None
     start_step = resume_from[0] if resume_from else 0
     make_run_folder(run)
-    atomic_write_text(run / CONFIG, yaml.safe_dump({**config_to_dict(cfg), "resume": None}, sort_keys=False))
+    write_run_config(cfg, run / CONFIG)
     if cfg.resume:
         truncate_jsonl(run / METRICS, start_step)  # the steps after the checkpoint are re-run and logged again
     else:
@@ -149,6 +140,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
           f"{'resuming after step ' + str(start_step) if resume_from else 'new run'} in {run}", flush=True)
 
     rows: list[dict[str, Any]] = []
+    metrics_log = RunLog(run, cfg.report_to, prefix="reward", config=config_to_dict(cfg), first_step=start_step + 1,
+                         metrics_file=METRICS)
     bar = tqdm(total=steps, initial=start_step, desc="reward train", unit="step", disable=not cfg.progress,
                dynamic_ncols=True)
     for step in range(start_step + 1, steps + 1):
@@ -158,8 +151,9 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
 
         # ===================================================== 1. forward: r_φ(x, y_w) and r_φ(x, y_l) together
         net.train()
-        r = scorer.forward([p.prompt for p in batch] * 2, [p.chosen for p in batch] + [p.rejected for p in batch],
-                           [p.system for p in batch] * 2)  # (2B,)
+        enc = scorer.encode([p.prompt for p in batch] * 2, [p.chosen for p in batch] + [p.rejected for p in batch],
+                            [p.system for p in batch] * 2)  # (2B, T) tensors
+        r = scorer.net(**enc).float()  # (2B,), as RewardScorer.forward
         r_w, r_l = r[:B], r[B:]  # (B,), (B,)
 
         # ===================================================== 2. eq (1): −mean log σ(r_w − r_l), one AdamW step
@@ -181,14 +175,15 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
         row: dict[str, Any] = {"step": step, "epoch": (step * cfg.batch_size) / len(train_pairs),
                                "loss": loss.item(), "accuracy": float((margin > 0).float().mean()),
                                "margin": float(margin.mean()), "grad_norm": grad_norm,
-                               "lr": scheduler.get_last_lr()[0], "seconds": seconds,
+                               "lr": scheduler.get_last_lr()[0], "samples_per_s": B / seconds,
+                               "tokens_per_s": float(enc["attention_mask"].sum()) / seconds, "seconds": seconds,
                                "elapsed_seconds": state["elapsed_seconds"]}
         if cfg.eval_every and heldout and step % cfg.eval_every == 0:
             m = measure(score_pairs(scorer, heldout, cfg.eval_batch_size), cfg.calibration_bins,
                         [p.prompt_key for p in heldout])
             row.update(heldout_accuracy=m.accuracy.accuracy, heldout_stderr=m.accuracy.stderr,
                        heldout_n=m.accuracy.n, heldout_loss=m.loss)
-        append_jsonl(run / METRICS, row)
+        metrics_log.log(row)
         rows.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}", refresh=False)
         bar.update(1)
@@ -204,6 +199,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> RewardTrainResult:
             finish_checkpoint(tmp, run, step)
             prune_checkpoints(run, cfg.keep_checkpoints)
     bar.close()
+    metrics_log.close()
 
     # ============================================================= measure on the held-out pairs (never trained on)
     measures = None

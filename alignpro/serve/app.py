@@ -16,21 +16,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig, Prompter, Rewrite, Target
-from alignpro.config import parse_config, setting
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, PlainAnswerSettings, Prompter, Rewrite, Target
+from alignpro.config import check_at_least, parse_config, setting
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.serve.batching import MicroBatcher
 from alignpro.serve.protocol import (RequestError, completion_body, content_text, emulated_stream, error_body,
                                      parse_chat_request, rewrite_header, sse)
+from alignpro.specs import model_spec_help
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(PlainAnswerSettings):
     """An OpenAI-compatible server: the prompter ρ rewrites the last user message, the target π_F answers."""
 
-    prompter: str = setting("smollm2", "prompter spec: smollm2 | hf:<id or path> | fake")
-    target: str = setting("smollm2", "target spec: smollm2 | hf:<id or path> | fake | openai:<model>@<base_url> | "
-                                     "vllm:<id or path> | gguf:<path>")
+    prompter: str = setting("smollm2", "prompter spec: " + model_spec_help("prompter"))
+    target: str = setting("smollm2", "target spec: " + model_spec_help("target"))
     template: str = setting("rewrite-default", "rewrite template for the prompter: builtin name or YAML file")
     host: str = setting("127.0.0.1", "interface to bind; a non-loopback host needs --api-key-env or --allow-remote")
     port: int = setting(8000, "port to listen on (0 = any free port)")
@@ -43,18 +43,14 @@ class ServeConfig:
     keep_alive_s: float = setting(30.0, "seconds an idle client connection stays open; keep it above the clients' "
                                         "own idle expiry (httpx and the openai client: 5 s), or a reused connection "
                                         "can be closed under a request")
-    max_new_tokens: int = setting(256, "local targets: max new tokens of an answer (overrides the answer default "
+    max_new_tokens: int = setting(256, "max new tokens of a local target's answer (256, not the answer default "
                                        f"{PAPER_ANSWER_CONFIG.max_new_tokens}: a chat client's answers run longer)")
-    temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "local targets: sampling temperature (paper: 1.5)")
-    top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "local targets: nucleus top_p (paper: 0.6)")
-    top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "local targets: top_k (paper: 20)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = setting("info", "uvicorn log level")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"setting 'port' must be in [0, 65535], got {self.port}")
-        if self.max_batch < 1:
-            raise ConfigError(f"setting 'max_batch' must be >= 1, got {self.max_batch}")
+        check_at_least(self, 1, "max_batch")
         if self.keep_alive_s <= 0:
             raise ConfigError(f"setting 'keep_alive_s' must be > 0, got {self.keep_alive_s}")
         if self.batch_wait_ms < 0:
@@ -62,8 +58,7 @@ class ServeConfig:
         if not is_loopback(self.host) and not (self.api_key_env or self.allow_remote):
             raise ConfigError(f"refusing to bind host '{self.host}' (not loopback) without authentication; "
                               "set --api-key-env NAME (clients then need that bearer key) or --allow-remote")
-        self.gen = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                    top_p=self.top_p, top_k=self.top_k)
+        self.gen = self.answer_config()
 
 
 def is_loopback(host: str) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 from alignpro.backends.registry import LOCAL_LM_KINDS
 from alignpro.config import parse_config, setting
 from alignpro.errors import ConfigError
+from alignpro.specs import reward_spec_help
 from alignpro.theory.tabular import TabularInstance, analyse
 
 MAX_SIZE = 64
@@ -114,7 +115,7 @@ class EstimateConfig:
                                             "(e.g. a trained checkpoint)")
     reference: str = setting("smollm2", help="ρ_sft, the reference prompter of eq (9): smollm2 | hf:<id or path>")
     target: str = setting("smollm2", help="π_F, the frozen target: smollm2 | hf:<id or path>")
-    reward: str = setting("builtin", help="reward spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+    reward: str = setting("builtin", help="reward spec: " + reward_spec_help())
     r_max: float | None = setting(None, help="upper end of the reward range; default: the reward's own r_max "
                                              "(required when the reward has none)")
     template: str = setting("rewrite-default", help="rewrite template of ρ and ρ_sft: builtin name or YAML file")

@@ -1,4 +1,10 @@
-"""Settings of ``alignpro train`` (every field is a CLI flag and a YAML key), validated in ``__post_init__``."""
+"""Settings of ``alignpro train`` (every field is a CLI flag and a YAML key), validated in ``__post_init__``.
+
+Built from the shared setting groups: the run folder (:class:`~alignpro.config.RunSettings`), the optimiser
+(:class:`~alignpro.config.OptimizerSettings`) and π_F's answer sampling
+(:class:`~alignpro.backends.base.PrefixedAnswerSettings`: ``AnswerSettings`` named ``answer_*``, since a bare
+``temperature`` here is the rollouts').
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,12 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig
-from alignpro.config import setting
+from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig, PrefixedAnswerSettings
+from alignpro.config import OptimizerSettings, RunSettings, check_at_least, resumable_settings, setting
 from alignpro.errors import ConfigError
+from alignpro.specs import model_spec_help, reward_spec_help
 from alignpro.train.advantages import Algo
 from alignpro.train.kl import KLControl
-
 
 class Role(enum.Enum):
     """What is trained: the prompter ρ of eq (9), or the RLHF oracle π of eq (2)."""
@@ -21,33 +27,27 @@ class Role(enum.Enum):
     ORACLE = "oracle"
 
 
-#: Settings that may change when a run is resumed (everything else must match the run's config.yaml).
-RESUMABLE_CHANGES = ("steps", "resume", "save_every", "keep_checkpoints", "progress", "num_threads",
-                     "debug_param_checksum", "device", "generation_batch_size", "time_limit_minutes")
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(RunSettings, OptimizerSettings, PrefixedAnswerSettings):
     """Train the prompter ρ (eq 9) or the RLHF oracle (eq 2) with PPO, RLOO or GRPO."""
 
-    # ---- run
+    # ---- run (and the group's resume, seed, save_every, keep_checkpoints, report_to, progress, num_threads)
     role: Role = setting(Role.PROMPTER, "prompter: train ρ (init ρ_sft) on the reward of π_F's answer to its "
                                         "rewrite (eq 9); oracle: RLHF-train a copy of π_F itself (eq 2)")
     algo: Algo = setting(Algo.PPO, "ppo: value head + GAE + clipped surrogate (the paper's); rloo, grpo: "
                                    "critic-free, opt-in; distill: ρ* distillation, the weighted log-likelihood "
                                    "of K samples under eq (10)'s weights with λ = kl_coef (kl_control fixed)")
-    steps: int = setting(100, "training steps; each = one rollout batch, then `epochs` passes of updates on it")
+    steps: int = setting(100, "training steps; each = one rollout batch, then `epochs` passes of updates on it "
+                              "(a resumed run may raise it, never below the steps it has done)", resumable=True)
     out: str = setting("runs/train", "run folder: config.yaml, metrics.jsonl, samples.jsonl, checkpoints/, final/")
-    resume: str | None = setting(None, "continue the run in this folder from its last complete checkpoint "
-                                       "(its config.yaml is reused; --steps may be raised)")
-    seed: int = setting(0, "seed of the data order and of every sampling stage")
 
     # ---- models
     prompter: str = setting("smollm2", "ρ_sft model spec (prompter role): the policy's initial weights and the "
-                                       "KL reference; smollm2 | hf:<id or path>")
-    target: str = setting("smollm2", "π_F spec: answers the rewrites (prompter role, any Target backend) or is "
-                                     "the policy's init and KL reference (oracle role, a causal LM)")
-    reward: str = setting("builtin", "reward r(x, y) spec: builtin | hf:<id or path> | python:<module>:<fn> | fake")
+                                       "KL reference; " + model_spec_help("trainable"))
+    target: str = setting("smollm2", "π_F spec: answers the rewrites (prompter role: "
+                                     f"{model_spec_help('target')}) or is the policy's init and KL reference "
+                                     f"(oracle role: {model_spec_help('trainable')})")
+    reward: str = setting("builtin", "reward r(x, y) spec: " + reward_spec_help())
     template: str = setting("rewrite-default", "rewrite template of the prompter (builtin name or YAML file)")
 
     # ---- data
@@ -69,21 +69,14 @@ class TrainConfig:
     top_p: float = setting(1.0, "rollout nucleus top_p (1 = off; < 1 makes the rollouts slightly off-policy)")
     top_k: int = setting(0, "rollout top_k (0 = off; > 0 makes the rollouts slightly off-policy)")
 
-    # ---- π_F's answers (prompter role)
-    answer_max_new_tokens: int = setting(64, "max tokens of π_F's answers to the rewrites (overrides the answer "
-                                             f"default {PAPER_ANSWER_CONFIG.max_new_tokens}: rollouts are the cost "
-                                             "of training)")
-    answer_temperature: float = setting(PAPER_ANSWER_CONFIG.temperature, "π_F's sampling temperature (paper: 1.5)")
-    answer_top_p: float = setting(PAPER_ANSWER_CONFIG.top_p, "π_F's top_p (paper: 0.6)")
-    answer_top_k: int = setting(PAPER_ANSWER_CONFIG.top_k, "π_F's top_k (paper: 20)")
+    # ---- π_F's answers (prompter role): AnswerSettings' paper sampling, shorter, as rollouts are training's cost
+    answer_max_new_tokens: int = setting(64, "max tokens of π_F's answers to the rewrites (64, not the answer "
+                                             f"default {PAPER_ANSWER_CONFIG.max_new_tokens}: π_F's answers are most "
+                                             "of a step's time)")
 
-    # ---- optimisation
+    # ---- optimisation (and the group's weight_decay, max_grad_norm, schedule, warmup_steps)
     lr: float = setting(1.41e-5, "AdamW learning rate (paper: 1.41e-5, TRL's gpt2-sentiment); short CPU runs "
                                  "need more, see docs/training.md")
-    weight_decay: float = setting(0.0, "AdamW weight decay")
-    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (0 = off)")
-    schedule: Literal["constant", "linear"] = setting("constant", "learning-rate schedule after warmup")
-    warmup_steps: int = setting(0, "linear warmup steps")
     epochs: int = setting(4, "passes over each rollout batch (paper/TRL: 4; 1 = plain REINFORCE for rloo)")
     num_minibatches: int = setting(1, "minibatches per pass, one optimizer step each; must divide the rollouts")
     cliprange: float = setting(0.2, "ε of the clipped surrogate")
@@ -110,23 +103,19 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, "trade compute for memory in the update (large models)")
 
     # ---- runtime
-    save_every: int = setting(10, "write a checkpoint every N steps (and at the last step)")
-    keep_checkpoints: int = setting(2, "keep only the newest N checkpoints")
-    device: str = setting("auto", "auto (accelerate's choice: GPU when there is one) | cpu")
+    device: str = setting("auto", "auto (accelerate's choice: GPU when there is one) | cpu", resumable=True)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
         "auto", "mixed precision (GPUs; bf16 is very slow on CPU); auto = the accelerate launcher's, else no")
-    num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
-    generation_batch_size: int = setting(32, "batch size of π_F's answer generation")
+    generation_batch_size: int = setting(32, "batch size of π_F's answer generation", resumable=True)
     time_limit_minutes: float = setting(0.0, "stop cleanly after the first step that ends past this many minutes "
                                              "of this invocation (a checkpoint, then RUN/final as of that step; "
-                                             "--resume continues); 0 = no limit")
-    progress: bool = setting(True, "show a progress bar")
+                                             "--resume continues); 0 = no limit", resumable=True)
     debug_param_checksum: bool = setting(False, "at the end, each process writes a checksum of its parameters "
-                                                "to RUN/debug/ (checks data-parallel sync)")
+                                                "to RUN/debug/ (checks data-parallel sync)", resumable=True)
 
     def __post_init__(self) -> None:
-        if self.resume:
-            self.out = self.resume
+        self.check_run_settings()
+        self.check_optimizer_settings()
         if self.k == 0:
             self.k = 1 if self.algo is Algo.PPO else 4
         if self.algo is Algo.DISTILL and self.k < 2:
@@ -134,15 +123,9 @@ class TrainConfig:
                               f"samples), got {self.k}")
         if self.max_new_tokens == 0:
             self.max_new_tokens = 48 if self.role is Role.PROMPTER else 64
-        for name in ("steps", "batch_size", "k", "m", "max_new_tokens", "answer_max_new_tokens", "epochs",
-                     "num_minibatches", "save_every", "keep_checkpoints", "generation_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
-        for name in ("baseline_m", "n_prompts", "warmup_steps", "num_threads", "weight_decay", "max_grad_norm",
-                     "time_limit_minutes",
-                     "vf_coef", "top_k", "answer_top_k"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"setting '{name}' must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, 1, "steps", "batch_size", "k", "m", "max_new_tokens", "answer_max_new_tokens", "epochs",
+                       "num_minibatches", "generation_batch_size")
+        check_at_least(self, 0, "baseline_m", "n_prompts", "time_limit_minutes", "vf_coef", "top_k", "answer_top_k")
         if not self.algo.uses_critic and self.k < 2:
             raise ConfigError(f"setting 'k' must be >= 2 for algo '{self.algo.value}' (its baseline is the other "
                               f"samples of the same prompt), got {self.k}")
@@ -154,8 +137,6 @@ class TrainConfig:
         if self.kl_target <= 0 or self.kl_horizon <= 0:
             raise ConfigError("settings 'kl_target' and 'kl_horizon' must be > 0, got "
                               f"{self.kl_target} and {self.kl_horizon}")
-        if not self.lr > 0:
-            raise ConfigError(f"setting 'lr' must be > 0, got {self.lr}")
         for name in ("cliprange", "cliprange_value", "gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= (1 if name in ("gamma", "gae_lambda") else 10):
                 raise ConfigError(f"setting '{name}' is out of range: {getattr(self, name)}")
@@ -174,8 +155,6 @@ class TrainConfig:
         if self.policy_spec.strip() == "fake":
             raise ConfigError(f"setting '{spec_name}' must be a causal LM for role '{self.role.value}' (it is the "
                               "policy trained and its reference): smollm2 | hf:<id or path>, not 'fake'")
-        if not self.out:
-            raise ConfigError("setting 'out' (the run folder) must not be empty")
         if self.algo is Algo.DISTILL:
             if self.kl_control is not KLControl.FIXED:
                 raise ConfigError("algo 'distill' uses kl_coef as eq (10)'s λ in its weights; set kl_control: fixed")
@@ -202,10 +181,13 @@ class TrainConfig:
 
     @property
     def answer_gen(self) -> GenerationConfig:
-        return GenerationConfig(max_new_tokens=self.answer_max_new_tokens, temperature=self.answer_temperature,
-                                top_p=self.answer_top_p, top_k=self.answer_top_k)
+        return self.answer_config()
 
     @property
     def policy_spec(self) -> str:
         """The model the policy starts from (and the reference is)."""
         return self.prompter if self.role is Role.PROMPTER else self.target
+
+
+#: Settings that may change when a run is resumed (declared resumable where they are declared)
+RESUMABLE_CHANGES = resumable_settings(TrainConfig)

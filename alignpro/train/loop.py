@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
 from alignpro.backends.chat import stop_token_ids
-from alignpro.config import config_to_dict
-from alignpro.errors import AlignProError
+from alignpro.config import check_resume, config_to_dict, load_yaml, write_run_config
+from alignpro.errors import AlignProError, ConfigError
 from alignpro.fileio import atomic_write_text
 from alignpro.train.checkpoint import (TrainerState, append_jsonl, latest_checkpoint, read_jsonl,
                                        restore_checkpoint, save_checkpoint, truncate_jsonl)
+from alignpro.train.tracking import RunLog
 from alignpro.train.advantages import Algo
 from alignpro.train.config import Role, TrainConfig
 from alignpro.train.distill import distill_weights, sequence_log_ratio, weight_entropy, weighted_nll, weights_to_tensor
@@ -126,15 +126,23 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         raise AlignProError(f"run folder '{run}' already holds a run; pass --resume {run} to continue it, "
                             "or choose another --out")
     start_step = resume_from[0] if resume_from else 0
+    if cfg.resume:  # checked before anything in RUN changes
+        check_resume(load_yaml(run / CONFIG), config_to_dict(cfg), TrainConfig, run / CONFIG)
+        if cfg.steps < start_step:
+            raise ConfigError(f"setting 'steps' ({cfg.steps}) is below the {start_step} steps the run in {run} has "
+                              f"done (its checkpoint {resume_from[1].name}); a resumed run goes on to a later step: "
+                              f"pass --steps {start_step} or more, or start a new run with another --out")
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / CONFIG, yaml.safe_dump({**config_to_dict(cfg), "resume": None}, sort_keys=False))
+        write_run_config(cfg, run / CONFIG)
         for log in (METRICS, SAMPLES):
             if cfg.resume:  # forget the rows after the checkpoint: those steps are re-run
                 truncate_jsonl(run / log, start_step)
             else:
                 (run / log).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
+    metrics_log = RunLog(run, cfg.report_to, prefix="train", config=config_to_dict(cfg), first_step=start_step + 1,
+                         metrics_file=METRICS, enabled=is_main)
     torch.manual_seed(cfg.seed)
 
     # ================================================================================== setup: data, models
@@ -174,14 +182,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     except (RuntimeError, ValueError):
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_factor(s: int) -> float:
-        if s < cfg.warmup_steps:
-            return (s + 1) / cfg.warmup_steps
-        if cfg.schedule == "linear":
-            return max(0.0, (cfg.steps - s) / max(1, cfg.steps - cfg.warmup_steps))
-        return 1.0
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cfg.lr_factor(s, cfg.steps))
     kl_ctl = make_kl_controller(cfg.kl_control, cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     unwrapped: PolicyWithValueHead = accelerator.unwrap_model(policy)
@@ -336,12 +337,12 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
                **means,
                "response_tokens": float(all_len.mean()),
                "lr": scheduler.get_last_lr()[0],
-               "tokens_per_s": float(all_len.sum()) / seconds,
+               "samples_per_s": n / seconds, "tokens_per_s": float(all_len.sum()) / seconds,
                "rollout_seconds": t_rollout - t_step, "reward_seconds": t_reward - t_rollout,
                "update_seconds": t_update - t_reward, "seconds": seconds,
                "elapsed_seconds": state.elapsed_seconds}
+        metrics_log.log(row)
         if is_main:
-            append_jsonl(run / METRICS, row)
             append_jsonl(run / SAMPLES, {"step": step, "prompt": batch_records[0].text, "response": texts[0],
                                          "shown_to_target": scored.shown[0], "answer": scored.answers[0],
                                          "reward": float(scored.scores[0]),
@@ -366,6 +367,8 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
             break
 
     # ================================================================= export: RUN/final as a model folder
+    bar.close()
+    metrics_log.close()
     if is_main:
         last = read_jsonl(run / METRICS)[-5:]  # the whole run's last steps (this invocation may be a resume)
         info = {"role": cfg.role.value, "algo": cfg.algo.value, "base_spec": cfg.policy_spec, "lora": cfg.lora,

@@ -16,10 +16,12 @@ the prompter spec ``hf:RUN/final-adapter`` and can be the ρ_sft (policy init an
 
 A run is resumable: every ``save_every`` steps (and at the last) the trained tensors, the AdamW state and the step
 go into an atomic checkpoint (``RUN/checkpoints/step-000010`` for step 10: :mod:`alignpro.train.checkpoint`'s
-layout, less the RNG states and schedule SFT has no use for). Running ``alignpro sft`` again with the same settings and ``--out``
-continues an unfinished run from its newest complete checkpoint (:func:`resume_point`): the metrics rows after it
-are dropped and those steps re-run in the same order (a pure function of (seed, epoch); dropout is off), so the
-result equals an uninterrupted run's. A finished run (``RUN/final``) or one with other settings is refused.
+layout, less the RNG states SFT has no use for; the learning rate is a pure function of the step).
+``alignpro sft --resume RUN`` continues an unfinished run from its newest complete checkpoint (:func:`resume_point`),
+as ``alignpro train --resume RUN`` does: its config.yaml is reused, the metrics rows after the checkpoint are
+dropped and those steps re-run in the same order (a pure function of (seed, epoch); dropout is off), so the result
+equals an uninterrupted run's. A finished run (``RUN/final``) or other settings (beyond the resumable ones) are
+refused, and so is a new run into a folder that holds one.
 """
 
 from __future__ import annotations
@@ -34,27 +36,26 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 
-from alignpro.config import build_config, config_to_dict, load_yaml, parse_config, setting
+from alignpro.config import (OptimizerSettings, RunSettings, check_at_least, check_resume, config_to_dict,
+                             load_yaml, parse_config, resumable_settings, setting, write_run_config)
 from alignpro.data import PromptRecord
 from alignpro.errors import AlignProError, ConfigError
-from alignpro.fileio import atomic_write_text
-from alignpro.train.checkpoint import (TrainerState, append_jsonl, begin_checkpoint, finish_checkpoint,
-                                       latest_checkpoint, load_trainable_state, prune_checkpoints, torch_save,
-                                       trainable_state, truncate_jsonl)
+from alignpro.specs import model_spec_help
+from alignpro.train.checkpoint import (TrainerState, begin_checkpoint, finish_checkpoint, latest_checkpoint,
+                                       load_trainable_state, prune_checkpoints, torch_save, trainable_state,
+                                       truncate_jsonl)
+from alignpro.train.tracking import RunLog
 
 INSTRUCTION_DEMOS = "ifeval-instructions"
 METRICS, CONFIG = "metrics.jsonl", "config.yaml"
-#: Settings that may differ when an unfinished run is continued (everything else must match its config.yaml).
-RESUMABLE_CHANGES = ("out", "save_every", "keep_checkpoints", "progress", "num_threads")
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(RunSettings, OptimizerSettings):
     """Supervised fine-tuning of the prompter ρ on demonstrated rewrites (the paper's ρ_sft)."""
 
-    prompter: str = setting("smollm2", "the model to fine-tune: smollm2 | hf:<id or path>")
+    prompter: str = setting("smollm2", "the model to fine-tune: " + model_spec_help("trainable"))
     template: str = setting("rewrite-restate", "rewrite template: the demonstrations are its raw outputs")
     prompts: str = setting("builtin-ifeval:train", "the prompts x: builtin-ifeval:train | file.jsonl | hf:<id>")
     demos: str = setting(INSTRUCTION_DEMOS, f"{INSTRUCTION_DEMOS}: restate each record's IFEval instructions "
@@ -64,32 +65,33 @@ class SFTConfig:
                                                             "{instructions} = the instructions' descriptions")
     demo_styled: bool = setting(True, f"{INSTRUCTION_DEMOS}: write the restatement the way its instructions ask "
                                       "(lowercase, capitals, no commas, in quotes), as π_F imitates its prompt")
-    out: str = setting("runs/sft", "run folder: config.yaml, metrics.jsonl, checkpoints/, final/, final-adapter/; "
-                                   "an unfinished run there with the same settings is continued")
+    out: str = setting("runs/sft", "run folder: config.yaml, metrics.jsonl, checkpoints/, final/, final-adapter/")
     epochs: int = setting(2, "passes over the demonstrations")
     batch_size: int = setting(8, "demonstrations per optimizer step")
-    lr: float = setting(2.0e-4, "AdamW learning rate (LoRA)")
+    lr: float = setting(2.0e-4, "AdamW learning rate (LoRA's usual order; the group's 1e-5 suits full weights)")
+    max_grad_norm: float = setting(0.0, "clip the gradient norm to this (0 = off: the shipped SFT prompter was "
+                                        "trained unclipped)")
     lora: bool = setting(True, "train a LoRA adapter (a few MB) instead of all weights")
     lora_r: int = setting(16, "LoRA rank")
     lora_alpha: int = setting(32, "LoRA alpha")
     lora_target_modules: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
     seed: int = setting(0, "seed of the demonstration order")
-    save_every: int = setting(10, "write a checkpoint every N steps (and at the last step)")
-    keep_checkpoints: int = setting(1, "keep only the newest N checkpoints")
-    num_threads: int = setting(0, "torch CPU threads (0 = torch's default)")
-    progress: bool = setting(True, "show a progress bar")
+    keep_checkpoints: int = setting(1, "keep only the newest N checkpoints (1: an SFT checkpoint is only for "
+                                       "resuming)", resumable=True)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "save_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"setting 'lr' must be > 0, got {self.lr}")
+        self.check_run_settings()
+        self.check_optimizer_settings()
+        check_at_least(self, 1, "epochs", "batch_size")
         if self.demos == INSTRUCTION_DEMOS and "{instructions}" not in self.demo_format:
             raise ConfigError(f"setting 'demo_format' must contain '{{instructions}}', got {self.demo_format!r}")
         if self.demos != INSTRUCTION_DEMOS and not self.demos.endswith(".jsonl"):
             raise ConfigError(f"setting 'demos' must be '{INSTRUCTION_DEMOS}' or a .jsonl file with 'prompt' and "
                               f"'rewrite' per line, got {self.demos!r}")
+
+
+#: Settings that may differ when an unfinished run is continued (declared resumable where they are declared)
+RESUMABLE_CHANGES = resumable_settings(SFTConfig)
 
 
 def instruction_descriptions(record: PromptRecord) -> list[str]:
@@ -194,39 +196,26 @@ def encode_demos(tokenizer, queries: Sequence[str], demos: Sequence[str], eos_id
     return enc["input_ids"].to(device), enc["attention_mask"].to(device), resp.to(device), resp_mask.to(device)
 
 
-def changed_settings(cfg: SFTConfig, saved_file: Path) -> list[str]:
-    """The settings of ``cfg`` that differ from those in ``saved_file`` (a run's config.yaml), as
-    ``"name: SAVED there, NOW here"``, leaving out :data:`RESUMABLE_CHANGES`."""
-    try:
-        saved = config_to_dict(build_config(SFTConfig, load_yaml(saved_file), source=str(saved_file)))
-    except ConfigError as exc:
-        raise AlignProError(f"run folder '{saved_file.parent}' holds an SFT run whose {CONFIG} is not valid here "
-                            f"({exc}); choose another --out") from None
-    now = config_to_dict(cfg)
-    return [f"{k}: {saved[k]!r} there, {now[k]!r} here" for k in now
-            if k not in RESUMABLE_CHANGES and now[k] != saved[k]]
-
-
 def resume_point(cfg: SFTConfig, run: Path) -> tuple[int, Path] | None:
-    """Where :func:`sft` starts in ``run``: the newest complete checkpoint ``(step, folder)`` of the unfinished run
-    there, or None to start at step 0 (no run there, or one stopped before its first checkpoint: its log is then
-    dropped, as ``alignpro train --resume`` does). A finished run (``final/``), or a run whose settings differ from
-    ``cfg`` beyond :data:`RESUMABLE_CHANGES`, is an error."""
+    """Where :func:`sft` starts in ``run``: with ``cfg.resume``, the newest complete checkpoint ``(step, folder)``
+    of the unfinished run there (None when it stopped before its first checkpoint: it starts again at step 0 and
+    its log is dropped, as ``alignpro train --resume`` does); without, None for a folder with no run. Errors: a
+    finished run (``final/``); a run there without ``--resume``; with it, no run there, or settings that differ
+    beyond the resumable ones (:func:`alignpro.config.check_resume`)."""
     if (run / "final").exists():
         raise AlignProError(f"run folder '{run}' already holds a finished SFT run ({run / 'final'}); "
                             "choose another --out")
     latest = latest_checkpoint(run)
     logged = (run / METRICS).is_file() and (run / METRICS).stat().st_size > 0
-    if latest is None and not logged:
+    if not cfg.resume:
+        if latest is not None or logged or (run / CONFIG).is_file():
+            raise AlignProError(f"run folder '{run}' already holds an SFT run; pass --resume {run} to continue it, "
+                                "or choose another --out")
         return None
     if not (run / CONFIG).is_file():
-        raise AlignProError(f"run folder '{run}' holds {METRICS} or checkpoints but no {CONFIG}, so it cannot be "
-                            "continued; choose another --out")
-    changed = changed_settings(cfg, run / CONFIG)
-    if changed:
-        raise AlignProError(f"run folder '{run}' holds an unfinished SFT run with other settings ("
-                            f"{'; '.join(changed)}); rerun with its settings to continue it, or choose another "
-                            "--out")
+        raise AlignProError(f"--resume {run}: no SFT run there (no {CONFIG}), so it cannot be continued; start one "
+                            f"with --out {run}")
+    check_resume(load_yaml(run / CONFIG), config_to_dict(cfg), SFTConfig, run / CONFIG)
     return latest
 
 
@@ -280,7 +269,7 @@ def sft(cfg: SFTConfig) -> Path:
                             f"whole (too long, several lines where it takes one, or empty), e.g. {unparsed[:3]}: "
                             "the prompter would learn outputs that are cut or dropped")
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / CONFIG, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_run_config(cfg, run / CONFIG)
     truncate_jsonl(run / METRICS, resume_from[0] if resume_from else 0)  # those steps are (re-)run
     torch.manual_seed(cfg.seed)
     base = load_causal_lm(cfg.prompter, trainable=True)
@@ -292,7 +281,7 @@ def sft(cfg: SFTConfig) -> Path:
     eos_id = tokenizer.eos_token_id  # the end of a demonstrated reply, as rollouts end (stop_token_ids)
     queries = [base.chat_prompt(template.messages(r.text)) for r, _ in pairs]
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     state = TrainerState()
@@ -300,6 +289,8 @@ def sft(cfg: SFTConfig) -> Path:
         state = restore_sft_checkpoint(resume_from[1], policy, optimizer)
         print(f"alignpro sft: resuming after step {state.step} of {total} in {run}")
     start_step, elapsed_before = state.step, state.elapsed_seconds
+    metrics_log = RunLog(run, cfg.report_to, prefix="sft", config=config_to_dict(cfg), first_step=start_step + 1,
+                         metrics_file=METRICS)
     bar = tqdm(total=total, initial=start_step, desc="sft prompter", unit="step", disable=not cfg.progress,
                dynamic_ncols=True)
     t0 = time.perf_counter()
@@ -310,6 +301,7 @@ def sft(cfg: SFTConfig) -> Path:
             step = epoch * steps_per_epoch + n + 1
             if step <= start_step:  # done before the checkpoint, in this same order
                 continue
+            t_step = time.perf_counter()
             q_ids, q_mask, r_ids, r_mask = encode_demos(tokenizer, [queries[i] for i in chunk],
                                                         [pairs[i][1] for i in chunk], eos_id,
                                                         tokenizer.pad_token_id, lm.device)
@@ -317,17 +309,25 @@ def sft(cfg: SFTConfig) -> Path:
             logits, _ = policy(torch.cat([q_ids, r_ids], 1), torch.cat([q_mask, r_mask], 1), T)
             loss = sft_loss(logprobs_from_logits(logits, r_ids, 1.0), r_mask.float())
             loss.backward()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            for group in optimizer.param_groups:  # the schedule is a pure function of the step (resume-exact)
+                group["lr"] = cfg.lr * cfg.lr_factor(step - 1, total)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step, state.data_position = step, state.data_position + len(chunk)
             state.elapsed_seconds = elapsed_before + time.perf_counter() - t0
-            append_jsonl(run / METRICS, {"step": step, "epoch": epoch + 1, "loss": loss.item(),
-                                         "demos": len(chunk), "elapsed_seconds": state.elapsed_seconds})
+            seconds = time.perf_counter() - t_step
+            metrics_log.log({"step": step, "epoch": epoch + 1, "loss": loss.item(), "demos": len(chunk),
+                             "lr": optimizer.param_groups[0]["lr"], "samples_per_s": len(chunk) / seconds,
+                             "tokens_per_s": float(r_mask.sum()) / seconds, "seconds": seconds,
+                             "elapsed_seconds": state.elapsed_seconds})
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if step % cfg.save_every == 0 or step == total:
                 save_sft_checkpoint(run, state, policy, optimizer, cfg.keep_checkpoints)
     bar.close()
+    metrics_log.close()
     from_records = cfg.demos == INSTRUCTION_DEMOS
     info = {"role": "prompter", "algo": "sft", "base_spec": cfg.prompter, "lora": cfg.lora,
             "template": cfg.template, "steps": total, "epochs": cfg.epochs, "run": str(run), "reward": None,
