@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from alignpro.config import build_config
-from alignpro.errors import AlignProError
+from alignpro.config import build_config, config_to_dict, parse_config
+from alignpro.errors import AlignProError, ConfigError
 from alignpro.method import candidate_log_prior
 from alignpro.overopt.config import OveroptConfig
 from alignpro.overopt.curves import CurvePoint, closed_form_curve, make_point, summarise_curve
@@ -95,6 +96,13 @@ def test_config_errors_name_the_setting(values, message) -> None:
         build_config(OveroptConfig, values)
 
 
+def test_a_resumed_study_needs_its_config_yaml(tmp_path: Path) -> None:
+    from alignpro.overopt.run import run_overopt
+
+    with pytest.raises(ConfigError, match=r"is not an overopt study folder \(no config.yaml\); start a new study"):
+        run_overopt(build_config(OveroptConfig, dict(resume=str(tmp_path / "none"))))
+
+
 def test_steps_measured_include_the_start_and_the_end() -> None:
     cfg = build_config(OveroptConfig, dict(train_steps=10, checkpoint_every=4))
     assert cfg.steps_measured_up_to(cfg.train_steps) == [0, 4, 8, 10]
@@ -157,7 +165,9 @@ def _values(tiny: Path, out: Path, **kw) -> dict:
 
 
 def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_path: Path) -> None:
+    from alignpro.overopt.measure import measure_pool
     from alignpro.overopt.run import run_overopt
+    from alignpro.overopt.stages import stage_pairs, stage_proxies, stage_train
 
     threads = torch.get_num_threads()
     out = tmp_path / "overopt"
@@ -167,11 +177,17 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
     assert hurried.stopped_early == {"prompter-4": 1, "oracle-4": 1, "prompter-6": 1, "oracle-6": 1}
     assert sorted({p.setting for p in hurried.points if p.method == "oracle"}) == ["step 0", "step 1"]
     assert "stopped by its time limit" in (out / "overopt.md").read_text()
-    # run again without it: the stopped runs resume to train_steps
-    cfg = build_config(OveroptConfig, _values(tiny, out))
+    assert yaml.safe_load((out / "config.yaml").read_text())["train_time_limit_minutes"] == 1e-9
+    # the folder holds a study: only --resume continues it
+    here = re.escape(str(out))
+    with pytest.raises(ConfigError, match=rf"'{here}' already holds a study .*pass --resume {here}"):
+        run_overopt(build_config(OveroptConfig, _values(tiny, out)))
+    # resumed without the time limit (a resumable setting): the stopped runs resume to train_steps
+    cfg = build_config(OveroptConfig, _values(tiny, out, resume=str(out)))
     result = run_overopt(cfg)
     torch.set_num_threads(threads)
     assert result.stopped_early == {}
+    assert yaml.safe_load((out / "config.yaml").read_text())["train_time_limit_minutes"] == 0.0
 
     # stages 1-3 wrote their folders; every checkpoint was kept
     assert (out / "pairs-train.jsonl").is_file() and json.loads((out / "pairs-train.label.json").read_text())["complete"]
@@ -203,20 +219,32 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
     no_ft = np.mean([np.mean(length_gold([""] * 2, e["answers"])) for e in start.values()])
     assert result.no_ft["gold"] == pytest.approx(no_ft)
 
-    # a rerun skips every stage and measures nothing again: the same points
-    again = run_overopt(cfg)
+    # resumed again, from the JSON config.yaml earlier versions wrote (no resume key): it skips every stage and
+    # measures nothing again: the same points
+    (out / "config.yaml").write_text(json.dumps({k: v for k, v in config_to_dict(cfg).items() if k != "resume"},
+                                                indent=1) + "\n")
+    again = run_overopt(parse_config(OveroptConfig, ["--resume", str(out)], "alignpro overopt"))
     torch.set_num_threads(threads)
     assert [p.to_dict() for p in again.points] == [p.to_dict() for p in result.points]
-    # another setting of a done stage is refused, naming it
-    with pytest.raises(AlignProError, match=r"\['answers_per_prompt'\] differ"):
-        run_overopt(build_config(OveroptConfig, _values(tiny, out, answers_per_prompt=4)))
+    # a setting that is not resumable is refused, naming it: by the study, and by the stage that was made with it
+    for name in ("answers_per_prompt", "n_fresh"):
+        with pytest.raises(ConfigError, match=rf"\['{name}'\] differ from the run's {here}/config.yaml"):
+            run_overopt(build_config(OveroptConfig, _values(tiny, out, resume=str(out), **{name: 4})))
+    with pytest.raises(ConfigError, match=r"\['answers_per_prompt'\] differ from the run's .*pairs-train.config.yaml"):
+        stage_pairs(build_config(OveroptConfig, _values(tiny, out, answers_per_prompt=4)))
+    with pytest.raises(ConfigError, match=r"\['epochs'\] differ from the run's .*rm-4"):
+        stage_proxies(build_config(OveroptConfig, _values(tiny, out, rm_epochs=2)), out / "pairs-train.jsonl")
+    recipe = tmp_path / "prompter-2-epochs.yaml"
+    recipe.write_text(yaml.safe_dump({**yaml.safe_load((tiny / "prompter.yaml").read_text()), "epochs": 2}))
+    with pytest.raises(ConfigError, match=r"\['epochs'\] differ from the run's .*prompter-4"):
+        stage_train(build_config(OveroptConfig, _values(tiny, out, prompter_recipe=str(recipe))), "prompter", 4)
     with pytest.raises(AlignProError, match=r"closed-form-pool.json was made with other settings \(\['n_fresh'\]"):
-        run_overopt(build_config(OveroptConfig, _values(tiny, out, n_fresh=4)))
+        measure_pool(build_config(OveroptConfig, _values(tiny, out, n_fresh=4)), [], None, None, None)
 
     # more eval prompts measure only the new ones; the measured entries are kept as they are
     files = sorted((out / "measure").glob("*.json"))
     before = {f.name: json.loads(f.read_text())["prompts"] for f in files}
-    more = run_overopt(build_config(OveroptConfig, _values(tiny, out, n_eval_prompts=5)))
+    more = run_overopt(build_config(OveroptConfig, _values(tiny, out, resume=str(out), n_eval_prompts=5)))
     torch.set_num_threads(threads)
     assert all(p.n_prompts == 5 for p in more.points)
     for f in files:
@@ -225,7 +253,7 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
         assert all(after[i] == entry for i, entry in before[f.name].items())
     # fewer read a subset, measuring nothing
     grown = {f.name: f.read_text() for f in files}
-    fewer = run_overopt(build_config(OveroptConfig, _values(tiny, out, n_eval_prompts=2)))
+    fewer = run_overopt(build_config(OveroptConfig, _values(tiny, out, resume=str(out), n_eval_prompts=2)))
     torch.set_num_threads(threads)
     assert all(p.n_prompts == 2 for p in fewer.points)
     assert {f.name: f.read_text() for f in files} == grown

@@ -27,7 +27,6 @@ from alignpro.fileio import atomic_write_text
 from alignpro.method import candidate_log_prior, composed_rollout
 from alignpro.overopt.config import OveroptConfig
 from alignpro.overopt.curves import CurvePoint, closed_form_curve, make_point
-from alignpro.overopt.stages import check_same
 
 MEASURE = "measure"
 POOL = "closed-form-pool.json"
@@ -83,7 +82,10 @@ def _open_measurement(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     got = json.loads(path.read_text())
     if "prompts" not in got or "settings" not in got:
         raise AlignProError(f"{path} is not a measurement file of this version; delete it to measure again")
-    check_same(got["settings"], settings, (), path)
+    changed = sorted(k for k, v in settings.items() if got["settings"].get(k) != v)
+    if changed:
+        raise AlignProError(f"{path} was made with other settings ({changed} differ from this study's); use "
+                            "another --out, or delete that file to measure again")
     return got
 
 

@@ -1,7 +1,8 @@
 """``alignpro overopt``: does a prompter exploit a learned reward less than RLHF does? (Gao et al. 2023's study, with
 a gold reward nobody here wrote.)
 
-Stages, each written into the run folder and skipped (or resumed) when the command is run again:
+Stages, each written into the run folder and skipped (or resumed) when the study is continued with ``--resume RUN``
+(``RUN/config.yaml`` holds its settings; only those marked resumable may change):
 
     1. pairs      RUN/pairs-train.jsonl   gold-labelled pairs of π_F's answers          (:mod:`.stages`)
     2. proxies    RUN/rm-<N>/             a Bradley–Terry proxy (eq 1) per N             (:mod:`.stages`)
@@ -19,13 +20,13 @@ KL(ρ_θ ‖ ρ_sft) over rewrites (prompter), KL(π_θ ‖ π_F) over answers (
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from alignpro.config import build_config, config_to_dict, parse_config
+from alignpro.config import (CONFIG_FILE, build_config, check_resume, config_to_dict, load_yaml, parse_config,
+                             write_run_config)
 from alignpro.data import load_prompts
-from alignpro.fileio import atomic_write_text
+from alignpro.errors import ConfigError
 from alignpro.overopt.config import OveroptConfig
 from alignpro.overopt.curves import CurvePoint, stderr, summarise_curve
 from alignpro.overopt.measure import (GOLD, Scorers, checkpoint_points, measure_checkpoint, measure_pool,
@@ -33,6 +34,23 @@ from alignpro.overopt.measure import (GOLD, Scorers, checkpoint_points, measure_
 from alignpro.overopt.report import METHODS, OveroptResult, write_report
 from alignpro.overopt.stages import (ROLES, proxy_dir, reached_step, stage_pairs, stage_proxies, stage_train,
                                      train_values)
+
+
+def open_study(cfg: OveroptConfig, run: Path) -> None:
+    """Write ``RUN/config.yaml`` for a new study, or check a resumed one's settings against it (a study written
+    before it was YAML kept them as JSON, which YAML reads): a folder already there is continued only with
+    ``--resume``."""
+    saved = run / CONFIG_FILE
+    if cfg.resume:
+        if not saved.is_file():
+            raise ConfigError(f"setting 'resume': '{run}' is not an overopt study folder (no {CONFIG_FILE}); start "
+                              f"a new study with --out {run}")
+        check_resume(load_yaml(saved), config_to_dict(cfg), OveroptConfig, saved)
+    elif run.exists() and any(run.iterdir()):
+        raise ConfigError(f"'{run}' already holds a study (or other files); pass --resume {run} to continue it, "
+                          "or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    write_run_config(cfg, saved)
 
 
 def run_overopt(cfg: OveroptConfig, *, target: Any = None, prompter: Any = None) -> OveroptResult:
@@ -45,8 +63,7 @@ def run_overopt(cfg: OveroptConfig, *, target: Any = None, prompter: Any = None)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.yaml", json.dumps(config_to_dict(cfg), indent=1, default=str) + "\n")
+    open_study(cfg, run)
     pairs = stage_pairs(cfg)
     rm_records = stage_proxies(cfg, pairs)
     runs = {(role, n): stage_train(cfg, role, n) for n in cfg.n_pairs for role in ROLES}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from alignpro.backends.adapter import TRAIN_INFO
-from alignpro.config import build_config, config_to_dict, load_yaml
+from alignpro.config import build_config, check_resume, config_to_dict, load_yaml
 from alignpro.errors import AlignProError
 from alignpro.overopt.config import OveroptConfig
 
@@ -24,33 +24,25 @@ PAIRS = "pairs-train.jsonl"
 ROLES = ("prompter", "oracle")  #: the trained policies: ρ (eq 9) and π_F itself (eq 2)
 
 
-def check_same(saved: dict[str, Any], wanted: dict[str, Any], ignore: Sequence[str], where: Path) -> None:
-    changed = sorted(k for k, v in wanted.items() if k not in ignore and saved.get(k) != v)
-    if changed:
-        raise AlignProError(f"{where} was made with other settings ({changed} differ from this config's); use "
-                            "another --out, or delete that folder to redo the stage")
-
-
 def stage_pairs(cfg: OveroptConfig) -> Path:
     """Stage 1: the gold-labelled pairs of the train prompts."""
     from alignpro.reward_model.config import RewardLabelConfig
-    from alignpro.reward_model.label import RESUMABLE_CHANGES, label_pairs, progress_path
+    from alignpro.reward_model.label import label_pairs, progress_path, saved_settings
 
     out = Path(cfg.out) / PAIRS
-    label = build_config(RewardLabelConfig, dict(
-        prompts=cfg.train_prompts, n_prompts=cfg.n_label_prompts, target=cfg.target, gold=cfg.gold, out=str(out),
-        seed=cfg.seed,
-        answers_per_prompt=cfg.answers_per_prompt, max_new_tokens=cfg.label_max_new_tokens,
-        batch_size=cfg.label_batch_size, progress=cfg.progress))
+    values = dict(prompts=cfg.train_prompts, n_prompts=cfg.n_label_prompts, target=cfg.target, gold=cfg.gold,
+                  out=str(out), seed=cfg.seed, answers_per_prompt=cfg.answers_per_prompt,
+                  max_new_tokens=cfg.label_max_new_tokens, batch_size=cfg.label_batch_size, progress=cfg.progress)
     record = progress_path(out)
     if record.is_file():
-        saved = json.loads(record.read_text())
-        check_same(saved["config"], config_to_dict(label), RESUMABLE_CHANGES, record)
-        if saved.get("complete"):
-            print(f"alignpro overopt: stage 1 done: {saved['counts']['pairs']} pairs in {out}", flush=True)
+        progress = json.loads(record.read_text())
+        saved, where = saved_settings(out, progress)
+        check_resume(saved, config_to_dict(build_config(RewardLabelConfig, values)), RewardLabelConfig, where)
+        if progress.get("complete"):
+            print(f"alignpro overopt: stage 1 done: {progress['counts']['pairs']} pairs in {out}", flush=True)
             return out
-        label.resume = True
-    label_pairs(label)
+        values["resume"] = str(out)  # interrupted: it continues
+    label_pairs(build_config(RewardLabelConfig, values))
     return out
 
 
@@ -60,7 +52,7 @@ def proxy_dir(cfg: OveroptConfig, n: int) -> Path:
 
 def stage_proxies(cfg: OveroptConfig, pairs: Path) -> dict[int, dict[str, Any]]:
     """Stage 2: one Bradley–Terry proxy per N; returns N -> its reward_model.json record."""
-    from alignpro.reward_model.config import RESUMABLE_CHANGES, RewardTrainConfig
+    from alignpro.reward_model.config import RewardTrainConfig
     from alignpro.reward_model.train import CONFIG, RECORD, train_reward_model
 
     records = {}
@@ -70,8 +62,8 @@ def stage_proxies(cfg: OveroptConfig, pairs: Path) -> dict[int, dict[str, Any]]:
                       batch_size=cfg.rm_batch_size, out=str(run), seed=cfg.seed, progress=cfg.progress,
                       num_threads=cfg.num_threads)
         if (run / CONFIG).is_file():
-            check_same(load_yaml(run / CONFIG), config_to_dict(build_config(RewardTrainConfig, values)),
-                        RESUMABLE_CHANGES, run / CONFIG)
+            check_resume(load_yaml(run / CONFIG), config_to_dict(build_config(RewardTrainConfig, values)),
+                         RewardTrainConfig, run / CONFIG)
             if not (run / RECORD).is_file():
                 values["resume"] = str(run)
         if not (run / RECORD).is_file():
@@ -114,13 +106,13 @@ def reached_step(run: Path) -> int:
 def stage_train(cfg: OveroptConfig, role: str, n: int) -> Path:
     """Stage 3: ``role`` trained on proxy N (skipped if done; resumed if interrupted or if its time limit stopped
     it before ``train_steps``, so each run of the study trains it for up to another time limit)."""
-    from alignpro.train.config import RESUMABLE_CHANGES, TrainConfig
+    from alignpro.train.config import TrainConfig
     from alignpro.train.loop import CONFIG, train
 
     run, values = train_dir(cfg, role, n), train_values(cfg, role, n)
     if (run / CONFIG).is_file():
-        check_same(load_yaml(run / CONFIG), config_to_dict(build_config(TrainConfig, values)),
-                    (*RESUMABLE_CHANGES, "resume", "out"), run / CONFIG)
+        check_resume(load_yaml(run / CONFIG), config_to_dict(build_config(TrainConfig, values)), TrainConfig,
+                     run / CONFIG)
         if (run / "final" / TRAIN_INFO).is_file() and reached_step(run) >= cfg.train_steps:
             return run
         values["resume"] = str(run)  # interrupted, or stopped by its time limit: it continues

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from alignpro.backends.base import GenerationConfig, PlainAnswerSettings
-from alignpro.config import (OptimizerSettings, ResumeSettings, RunSettings, check_at_least, resumable_settings,
-                             setting)
+from alignpro.config import OptimizerSettings, ResumeSettings, RunSettings, check_at_least, setting
 from alignpro.errors import ConfigError
 from alignpro.reward_model.model import check_base_spec, check_template_spec
 from alignpro.specs import model_spec_help, reward_spec_help
@@ -171,7 +170,3 @@ class RewardEvalConfig:
         check_at_least(self, 0, "num_threads")
         if self.figure and not self.figure.lower().endswith(".png"):
             raise ConfigError(f"setting 'figure' must be a .png path, got '{self.figure}'")
-
-
-#: Settings a resumed ``reward train`` may change (declared resumable where they are declared)
-RESUMABLE_CHANGES = resumable_settings(RewardTrainConfig)

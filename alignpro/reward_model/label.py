@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alignpro.config import check_resume, config_to_dict, load_yaml, resumable_settings, write_run_config
+from alignpro.config import check_resume, config_to_dict, load_yaml, write_run_config
 from alignpro.data import PromptRecord, load_prompts
 from alignpro.errors import AlignProError
 from alignpro.reward_model.config import RewardLabelConfig
@@ -29,8 +29,6 @@ from alignpro.fileio import atomic_write_text
 from alignpro.train.checkpoint import append_jsonl
 from alignpro.train.loop import step_seed
 
-#: settings a resumed label run may change (declared resumable where they are declared)
-RESUMABLE_CHANGES = resumable_settings(RewardLabelConfig)
 _LABEL_STAGE = 3  # the sampling stage of step_seed used for π_F's answers here
 
 
@@ -52,6 +50,15 @@ class LabelCounts:
 def progress_path(out: Path) -> Path:
     """``pairs.jsonl`` -> ``pairs.label.json``."""
     return out.with_name(out.name[: -len(".jsonl")] + ".label.json")
+
+
+def saved_settings(out: Path, progress: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """The settings of the labelling run writing ``out`` (whose progress record is ``progress``), and the file they
+    were read from: ``PAIRS.config.yaml``, or, for a run labelled before there was one, its progress record."""
+    settings_file = RewardLabelConfig.config_file(out)
+    if settings_file.is_file():
+        return load_yaml(settings_file), settings_file
+    return progress["config"], progress_path(out)
 
 
 def label_row(record: PromptRecord, chosen: str, rejected: str, r_chosen: float, r_rejected: float,
@@ -100,10 +107,8 @@ def label_pairs(cfg: RewardLabelConfig, *, target: Any = None, gold: Any = None)
         if not cfg.resume:
             raise AlignProError(f"'{out}' holds an interrupted labelling run ({record_file}); pass --resume {out} "
                                 "to continue it, or choose another --out")
-        # its settings file; a run labelled before there was one kept them in its progress record
-        saved_settings = load_yaml(settings_file) if settings_file.is_file() else saved["config"]
-        check_resume(saved_settings, settings, RewardLabelConfig,
-                     settings_file if settings_file.is_file() else record_file)
+        saved_values, where = saved_settings(out, saved)
+        check_resume(saved_values, settings, RewardLabelConfig, where)
         done = saved["prompts_done"]
         counts = LabelCounts(**saved["counts"])
         _truncate_lines(out, counts.pairs)

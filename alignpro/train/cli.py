@@ -1,7 +1,7 @@
 """``alignpro train``: flags and/or a YAML file into one :class:`TrainConfig`, then :func:`train`.
 
 ``--resume RUN`` reuses ``RUN/config.yaml``; flags given with it may change only the settings declared resumable
-(:data:`RESUMABLE_CHANGES`, e.g. raise ``--steps``); anything else is an error naming the setting
+(``setting(..., resumable=True)``, e.g. raise ``--steps``); anything else is an error naming the setting
 (:func:`alignpro.config.check_resume`).
 """
 

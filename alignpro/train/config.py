@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig, PrefixedAnswerSettings
-from alignpro.config import OptimizerSettings, RunSettings, check_at_least, resumable_settings, setting
+from alignpro.config import OptimizerSettings, RunSettings, check_at_least, setting
 from alignpro.errors import ConfigError
 from alignpro.specs import model_spec_help, reward_spec_help
 from alignpro.train.advantages import Algo
@@ -187,7 +187,3 @@ class TrainConfig(RunSettings, OptimizerSettings, PrefixedAnswerSettings):
     def policy_spec(self) -> str:
         """The model the policy starts from (and the reference is)."""
         return self.prompter if self.role is Role.PROMPTER else self.target
-
-
-#: Settings that may change when a run is resumed (declared resumable where they are declared)
-RESUMABLE_CHANGES = resumable_settings(TrainConfig)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from alignpro.config import (OptimizerSettings, RunSettings, check_at_least, check_resume, config_to_dict,
-                             load_yaml, parse_config, resumable_settings, setting, write_run_config)
+                             load_yaml, parse_config, setting, write_run_config)
 from alignpro.data import PromptRecord
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.specs import model_spec_help
@@ -88,10 +88,6 @@ class SFTConfig(RunSettings, OptimizerSettings):
         if self.demos != INSTRUCTION_DEMOS and not self.demos.endswith(".jsonl"):
             raise ConfigError(f"setting 'demos' must be '{INSTRUCTION_DEMOS}' or a .jsonl file with 'prompt' and "
                               f"'rewrite' per line, got {self.demos!r}")
-
-
-#: Settings that may differ when an unfinished run is continued (declared resumable where they are declared)
-RESUMABLE_CHANGES = resumable_settings(SFTConfig)
 
 
 def instruction_descriptions(record: PromptRecord) -> list[str]:
