@@ -227,3 +227,26 @@ def test_refuse_test_set_names_the_source_the_setting_and_the_alternative() -> N
         ig.refuse_test_set("hf:google/IFEval", "alignpro reward label", setting="pairs_from")
     assert ig.refuse_test_set("builtin-ifeval:train", "alignpro sft") is None
 
+
+# fake models and the fewest prompts, so that a command that did not refuse would stop at once (train: a fake policy
+# is an error; overopt: no proxies is one) or finish in a moment, and fail the test
+@pytest.mark.parametrize("argv, setting, source", [
+    (["train", "--prompts", "ifeval", "--prompter", "fake", "--target", "fake"], "prompts", "ifeval"),
+    (["sft", "--prompts", "ifeval:offline", "--prompter", "fake"], "prompts", "ifeval:offline"),
+    (["reward", "label", "--prompts", "hf:google/IFEval", "--target", "fake", "--gold", "builtin", "--n-prompts",
+      "2"], "prompts", "hf:google/IFEval"),
+    (["overopt", "--train-prompts", "ifeval:all", "--target", "fake", "--prompter", "fake", "--gold", "builtin",
+      "--n-pairs", "0"], "train_prompts", "ifeval:all"),
+])
+def test_training_commands_refuse_googles_ifeval(argv, setting, source, tmp_path: Path, capsys) -> None:
+    from alignpro.cli import main
+
+    out = tmp_path / ("pairs.jsonl" if argv[1] == "label" else "run")
+    assert main([*argv, "--out", str(out)]) == 2
+    command = "alignpro " + " ".join(argv[:2] if argv[0] == "reward" else argv[:1])
+    assert capsys.readouterr().err == (
+        f"alignpro {argv[0]}: error: setting '{setting}' of {command} is '{source}', Google's IFEval: a test set, "
+        f"never trained, tuned or chosen on. Train on builtin-ifeval:train or builtin-writing:train, and measure on "
+        f"'{source}' with alignpro evaluate\n")
+    assert not out.exists()
+

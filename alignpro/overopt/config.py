@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alignpro.backends.base import GenerationConfig, PrefixedAnswerSettings
 from alignpro.config import ResumeSettings, check_at_least, setting
+from alignpro.data.ifeval_google import refuse_test_set
 from alignpro.errors import ConfigError
 from alignpro.specs import model_spec_help, reward_spec_help
 
@@ -86,6 +87,7 @@ class OveroptConfig(ResumeSettings, PrefixedAnswerSettings):
     progress: bool = setting(True, "show progress bars", resumable=True)
 
     def __post_init__(self) -> None:
+        refuse_test_set(self.train_prompts, "alignpro overopt", setting="train_prompts")
         if self.resume:
             self.out = self.resume
         check_at_least(self, 1, "n_fresh", "rewrites_per_prompt", "batch_size", "k", "m", "train_steps",

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from alignpro.backends.base import GenerationConfig, PlainAnswerSettings
 from alignpro.config import OptimizerSettings, ResumeSettings, RunSettings, check_at_least, setting
+from alignpro.data.ifeval_google import refuse_test_set
 from alignpro.errors import ConfigError
 from alignpro.reward_model.model import check_base_spec, check_template_spec
 from alignpro.specs import model_spec_help, reward_spec_help
@@ -126,6 +127,7 @@ class RewardLabelConfig(ResumeSettings, PlainAnswerSettings):
                              + ".config.yaml")
 
     def __post_init__(self) -> None:
+        refuse_test_set(self.prompts, "alignpro reward label")
         if self.resume:
             self.out = self.resume
         _required("out", self.out, "pairs.jsonl")

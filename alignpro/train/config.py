@@ -15,6 +15,7 @@ from typing import Literal
 
 from alignpro.backends.base import PAPER_ANSWER_CONFIG, GenerationConfig, PrefixedAnswerSettings
 from alignpro.config import OptimizerSettings, RunSettings, check_at_least, setting
+from alignpro.data.ifeval_google import refuse_test_set
 from alignpro.errors import ConfigError
 from alignpro.specs import model_spec_help, reward_spec_help
 from alignpro.train.advantages import Algo
@@ -114,6 +115,7 @@ class TrainConfig(RunSettings, OptimizerSettings, PrefixedAnswerSettings):
                                                 "to RUN/debug/ (checks data-parallel sync)", resumable=True)
 
     def __post_init__(self) -> None:
+        refuse_test_set(self.prompts, "alignpro train")
         self.check_run_settings()
         self.check_optimizer_settings()
         if self.k == 0:

@@ -40,6 +40,7 @@ import torch
 from alignpro.config import (OptimizerSettings, RunSettings, check_at_least, check_resume, config_to_dict,
                              load_yaml, parse_config, setting, write_run_config)
 from alignpro.data import PromptRecord
+from alignpro.data.ifeval_google import refuse_test_set
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.specs import model_spec_help
 from alignpro.train.checkpoint import (TrainerState, begin_checkpoint, finish_checkpoint, latest_checkpoint,
@@ -80,6 +81,7 @@ class SFTConfig(RunSettings, OptimizerSettings):
                                        "resuming)", resumable=True)
 
     def __post_init__(self) -> None:
+        refuse_test_set(self.prompts, "alignpro sft")
         self.check_run_settings()
         self.check_optimizer_settings()
         check_at_least(self, 1, "epochs", "batch_size")
