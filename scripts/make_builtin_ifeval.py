@@ -234,16 +234,19 @@ def make_variant(base: PromptRecord, variant: int, taken: Collection[frozenset[s
     }
 
 
-def make_rows(prompts: Sequence[PromptRecord]) -> list[dict[str, Any]]:
-    """``VARIANTS`` rows per prompt, in prompt order, no two variants of a prompt with the same instruction
-    types; leaves the global RNG as it found it."""
+def make_rows(prompts: Sequence[Any],
+              make: Callable[[Any, int, Collection[frozenset[str]]], dict[str, Any]] = make_variant,
+              variants: int = VARIANTS) -> list[dict[str, Any]]:
+    """``variants`` rows per prompt, each ``make(prompt, variant, taken)``, in prompt order, no two variants of a
+    prompt with the same instruction types; leaves the global RNG as it found it. (``make_builtin_writing.py``
+    makes its rows with it, from its own ``make_variant`` and ``VARIANTS``.)"""
     state = random.getstate()
     rows = []
     try:
         for base in prompts:
             taken: list[frozenset[str]] = []
-            for variant in range(VARIANTS):
-                rows.append(make_variant(base, variant, taken))
+            for variant in range(variants):
+                rows.append(make(base, variant, taken))
                 taken.append(frozenset(rows[-1]["instruction_id_list"]))
     finally:
         random.setstate(state)

@@ -332,18 +332,8 @@ def make_variant(base: WritingBase, variant: int, taken: Collection[frozenset[st
 
 def make_rows(bases: Sequence[WritingBase]) -> list[dict[str, Any]]:
     """``VARIANTS`` rows per base, in base order, no two variants of a base with the same set of types; leaves
-    the global RNG as it found it."""
-    state = random.getstate()
-    rows = []
-    try:
-        for base in bases:
-            taken: list[frozenset[str]] = []
-            for variant in range(VARIANTS):
-                rows.append(make_variant(base, variant, taken))
-                taken.append(frozenset(rows[-1]["instruction_id_list"]))
-    finally:
-        random.setstate(state)
-    return rows
+    the global RNG as it found it (``make_builtin_ifeval.py``'s ``make_rows`` with this set's variants)."""
+    return ifeval_set.make_rows(bases, make_variant, VARIANTS)
 
 
 def generate() -> str:

@@ -3,7 +3,6 @@ builtin-ifeval set made by scripts/make_builtin_ifeval.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -25,9 +24,11 @@ from alignpro.data import (
     load_prompts,
 )
 from alignpro.errors import AlignProError
+from tests.shipped_sets import assert_check_flag, assert_fresh_generation, assert_named_source, import_script
 
 REPO = Path(__file__).parent.parent
 SAMPLE = Path(__file__).parent / "data" / "ifeval" / "ifeval_sample.jsonl"
+SHIPPED = REPO / "alignpro" / "data" / "builtin_ifeval.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +39,7 @@ def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    """scripts/make_builtin_ifeval.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location("make_builtin_ifeval", REPO / "scripts" / "make_builtin_ifeval.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_script("make_builtin_ifeval")
 
 
 def sample_rows() -> list[dict]:
@@ -306,33 +302,15 @@ def test_clash_catches_what_the_registry_misses(script: ModuleType) -> None:
 
 
 def test_shipped_file_equals_a_fresh_generation(script: ModuleType) -> None:
-    shipped = (REPO / "alignpro" / "data" / "builtin_ifeval.jsonl").read_bytes()
-    state = random.getstate()
-    assert script.generate().encode("utf-8") == shipped
-    assert random.getstate() == state
+    assert_fresh_generation(script, SHIPPED)
 
 
 def test_check_flag_fails_on_a_stale_file(script: ModuleType, tmp_path: Path) -> None:
-    shipped = (REPO / "alignpro" / "data" / "builtin_ifeval.jsonl").read_bytes()
-    copy = tmp_path / "copy.jsonl"
-    copy.write_bytes(shipped)
-    assert script.main(["--check", "--out", str(copy)]) == 0
-    copy.write_bytes(shipped.replace(b"p001-if0", b"p001-ifX", 1))
-    assert script.main(["--check", "--out", str(copy)]) == 1
-    assert script.main(["--check", "--out", str(tmp_path / "missing.jsonl")]) == 1
+    assert_check_flag(script, SHIPPED, b"p001-if0", b"p001-ifX", tmp_path)
 
 
 def test_load_prompts_builtin_ifeval_sources_and_sampling() -> None:
-    assert [r.id for r in load_prompts("builtin-ifeval:eval").records] == \
-        [r.id for r in builtin_ifeval_prompts("eval")]
-    assert [r.id for r in load_prompts("builtin-ifeval", split="train").records] == \
-        [r.id for r in builtin_ifeval_prompts("train")]
-    assert len(load_prompts("builtin-ifeval").records) == len(load_prompts("builtin-ifeval:all").records) == 916
-    sample = load_prompts("builtin-ifeval:train", n=10, seed=3).records
-    assert [r.id for r in sample] == [r.id for r in load_prompts("builtin-ifeval:train", n=10, seed=3).records]
-    assert [r.id for r in sample] != [r.id for r in load_prompts("builtin-ifeval:train", n=10, seed=4).records]
-    order = [r.id for r in builtin_ifeval_prompts("train")]
-    assert sorted(order.index(r.id) for r in sample) == [order.index(r.id) for r in sample]
+    assert_named_source("builtin-ifeval", builtin_ifeval_prompts, 916)
 
 
 @pytest.mark.parametrize(("source", "kwargs", "fragment"), [

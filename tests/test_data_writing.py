@@ -3,10 +3,8 @@ scripts/make_builtin_writing.py, its split, its loader source and its distance f
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import random
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +21,7 @@ from alignpro.data.writing import (
 )
 from alignpro.errors import AlignProError
 from alignpro.rewards.ifeval import IFEvalReward
+from tests.shipped_sets import assert_check_flag, assert_fresh_generation, assert_named_source, import_script
 
 REPO = Path(__file__).parent.parent
 SHIPPED = REPO / "alignpro" / "data" / "builtin_writing.jsonl"
@@ -35,12 +34,7 @@ IFEVAL_INPUT = Path(os.environ.get("ALIGNPRO_IFEVAL_INPUT", REPO.parent / "share
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    """scripts/make_builtin_writing.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location("make_builtin_writing", REPO / "scripts" / "make_builtin_writing.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_script("make_builtin_writing")
 
 
 def shipped_rows() -> list[dict]:
@@ -69,18 +63,11 @@ def test_bases_are_440_new_prompts_in_20_categories() -> None:
 
 
 def test_shipped_file_equals_a_fresh_generation(script: ModuleType) -> None:
-    state = random.getstate()
-    assert script.generate().encode("utf-8") == SHIPPED.read_bytes()
-    assert random.getstate() == state
+    assert_fresh_generation(script, SHIPPED)
 
 
 def test_check_flag_fails_on_a_stale_file(script: ModuleType, tmp_path: Path) -> None:
-    copy = tmp_path / "copy.jsonl"
-    copy.write_bytes(SHIPPED.read_bytes())
-    assert script.main(["--check", "--out", str(copy)]) == 0
-    copy.write_bytes(SHIPPED.read_bytes().replace(b"w001-v0", b"w001-vX", 1))
-    assert script.main(["--check", "--out", str(copy)]) == 1
-    assert script.main(["--check", "--out", str(tmp_path / "missing.jsonl")]) == 1
+    copy = assert_check_flag(script, SHIPPED, b"w001-v0", b"w001-vX", tmp_path)
     assert script.main(["--check", "--out", str(copy.with_name("copy2.jsonl")), "--ifeval",
                         str(tmp_path / "none.jsonl")]) == 2
 
@@ -263,16 +250,7 @@ def test_eval_base_ids_depend_only_on_ids_and_categories() -> None:
 
 
 def test_load_prompts_builtin_writing_sources_and_sampling() -> None:
-    assert [r.id for r in load_prompts("builtin-writing:eval").records] == \
-        [r.id for r in builtin_writing_prompts("eval")]
-    assert [r.id for r in load_prompts("builtin-writing", split="train").records] == \
-        [r.id for r in builtin_writing_prompts("train")]
-    assert len(load_prompts("builtin-writing").records) == len(load_prompts("builtin-writing:all").records) == 1320
-    sample = load_prompts("builtin-writing:train", n=10, seed=3).records
-    assert [r.id for r in sample] == [r.id for r in load_prompts("builtin-writing:train", n=10, seed=3).records]
-    assert [r.id for r in sample] != [r.id for r in load_prompts("builtin-writing:train", n=10, seed=4).records]
-    order = [r.id for r in builtin_writing_prompts("train")]
-    assert sorted(order.index(r.id) for r in sample) == [order.index(r.id) for r in sample]
+    sample = assert_named_source("builtin-writing", builtin_writing_prompts, 1320)
     assert all(r.source == "builtin-writing" and r.instructions for r in sample)
     result = load_prompts("builtin-writing", max_chars=200, skip_bad=True)
     assert result.skipped == 1320 - len(result.records) > 0 and set(result.skipped_reasons) == {"too_long"}

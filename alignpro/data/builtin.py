@@ -9,6 +9,7 @@ agree and no base prompt is in both.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
 from typing import Literal
@@ -45,34 +46,42 @@ def _base_id(record_id: str) -> str:
     return record_id.partition(_IFEVAL_VARIANT_MARK)[0]
 
 
-def _split_key(record_id: str) -> str:
-    """Stable across processes and Python versions (unlike the salted built-in ``hash``)."""
-    return hashlib.sha256(f"alignpro-split:{record_id}".encode()).hexdigest()
+def held_out_ids(items: Iterable[tuple[str, str | None]], fraction: float, salt: str) -> frozenset[str]:
+    """The eval ids of a shipped set, from its (id, category) pairs: per category, the ``round(fraction * size)``
+    (at least 1) ids whose ``sha256(salt + ":" + id)`` hex digests sort first (stable across processes and Python
+    versions, unlike the salted built-in ``hash``). Stratified, so both splits cover every category (a category
+    with a single id stays in train)."""
+    by_category: dict[str | None, list[str]] = {}
+    for identifier, category in items:
+        by_category.setdefault(category, []).append(identifier)
+    chosen: set[str] = set()
+    for ids in by_category.values():
+        k = max(1, round(fraction * len(ids))) if len(ids) > 1 else 0
+        chosen.update(sorted(ids, key=lambda i: hashlib.sha256(f"{salt}:{i}".encode()).hexdigest())[:k])
+    return frozenset(chosen)
+
+
+def take_split(records: list[PromptRecord], split: str, source: str, eval_ids: Callable[[], frozenset[str]],
+               base_id: Callable[[str], str]) -> list[PromptRecord]:
+    """The records of ``split`` (``train``, ``eval`` or ``all``) of the shipped set ``source``: a record goes where
+    its base prompt (``base_id`` of its id) goes, ``eval`` when ``eval_ids()`` holds that base."""
+    if split not in BUILTIN_SPLITS:
+        raise AlignProError(f"{source} split must be 'train', 'eval' or 'all', got {split!r}")
+    if split == "all":
+        return records
+    held_out = eval_ids()
+    return [r for r in records if (base_id(r.id) in held_out) == (split == "eval")]
 
 
 @lru_cache(maxsize=1)
 def _builtin_eval_ids() -> frozenset[str]:
-    """Ids in the builtin eval split: per category, the ``round(0.2 * size)`` (at least 1) ids whose
-    ``sha256("alignpro-split:" + id)`` hex digests sort first. Stratified, so both splits cover every category
-    (a category with a single prompt stays in train)."""
-    by_category: dict[str | None, list[str]] = {}
-    for record in _builtin_all():
-        by_category.setdefault(record.category, []).append(record.id)
-    eval_ids: set[str] = set()
-    for ids in by_category.values():
-        k = max(1, round(BUILTIN_EVAL_FRACTION * len(ids))) if len(ids) > 1 else 0
-        eval_ids.update(sorted(ids, key=_split_key)[:k])
-    return frozenset(eval_ids)
+    """Ids in the builtin eval split: :func:`held_out_ids` with 20 % per category, salt ``alignpro-split``."""
+    return held_out_ids(((r.id, r.category) for r in _builtin_all()), BUILTIN_EVAL_FRACTION, "alignpro-split")
 
 
 def _take_split(records: list[PromptRecord], split: str) -> list[PromptRecord]:
     """The records of a builtin split; a record goes where its base prompt goes (see :func:`_base_id`)."""
-    if split not in BUILTIN_SPLITS:
-        raise AlignProError(f"builtin split must be 'train', 'eval' or 'all', got {split!r}")
-    if split == "all":
-        return records
-    eval_ids = _builtin_eval_ids()
-    return [r for r in records if (_base_id(r.id) in eval_ids) == (split == "eval")]
+    return take_split(records, split, "builtin", _builtin_eval_ids, _base_id)
 
 
 @lru_cache(maxsize=1)

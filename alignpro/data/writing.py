@@ -19,14 +19,14 @@ digests sort first are ``eval``; the rest are ``train``. A variant goes where it
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
+from alignpro.data.builtin import held_out_ids, take_split
 from alignpro.data.files import load_prompt_file
 from alignpro.data.records import LoadResult, PromptRecord
 from alignpro.data.rules import Rules
@@ -40,7 +40,6 @@ BASES_RESOURCE = "writing_bases.jsonl"
 PROMPTS_RESOURCE = "builtin_writing.jsonl"
 VARIANT_MARK = "-v"
 """A record key is ``<base id>-v<variant>``, e.g. ``w001-v2``."""
-_SPLITS = ("train", "eval", "all")
 
 
 @dataclass(frozen=True)
@@ -94,31 +93,14 @@ def base_id(record_id: str) -> str:
     return record_id.rpartition(VARIANT_MARK)[0] or record_id
 
 
-def _split_key(identifier: str) -> str:
-    """Stable across processes and Python versions (unlike the salted built-in ``hash``)."""
-    return hashlib.sha256(f"alignpro-writing-split:{identifier}".encode()).hexdigest()
-
-
 def eval_base_ids(bases: Iterable[WritingBase]) -> frozenset[str]:
-    """Per category, the ``round(WRITING_EVAL_FRACTION * size)`` (at least 1) ids whose split keys sort first; a
-    category with a single base stays in train."""
-    by_category: dict[str, list[str]] = {}
-    for base in bases:
-        by_category.setdefault(base.category, []).append(base.id)
-    chosen: set[str] = set()
-    for ids in by_category.values():
-        k = max(1, round(WRITING_EVAL_FRACTION * len(ids))) if len(ids) > 1 else 0
-        chosen.update(sorted(ids, key=_split_key)[:k])
-    return frozenset(chosen)
+    """Per category, the ``round(WRITING_EVAL_FRACTION * size)`` (at least 1) ids whose split keys (salt
+    ``alignpro-writing-split``) sort first; a category with a single base stays in train (:func:`held_out_ids`)."""
+    return held_out_ids(((b.id, b.category) for b in bases), WRITING_EVAL_FRACTION, "alignpro-writing-split")
 
 
 def _take_split(records: list[PromptRecord], split: str) -> list[PromptRecord]:
-    if split not in _SPLITS:
-        raise AlignProError(f"{WRITING_SOURCE} split must be 'train', 'eval' or 'all', got {split!r}")
-    if split == "all":
-        return records
-    held_out = eval_base_ids(writing_bases())
-    return [r for r in records if (base_id(r.id) in held_out) == (split == "eval")]
+    return take_split(records, split, WRITING_SOURCE, lambda: eval_base_ids(writing_bases()), base_id)
 
 
 def _read(skip_bad: bool = False, rules: Rules | None = None) -> LoadResult:
