@@ -51,6 +51,7 @@ def test_spec_forms_parse() -> None:
     ("openai:@http://x/v1", "openai:<model>@<base_url>"),
     ("openai:m@ftp://x/v1", "openai:<model>@<base_url>"),
     ("openai:m@http://x/v1?concurrency=0", "'concurrency' must be >= 1"),
+    ("openai:m@http://x/v1?backoff_s=-0.5", "option 'backoff_s' must be >= 0, got -0.5"),
     ("openai:m@http://x/v1?concurrency=many", "'concurrency' has invalid value 'many'"),
     ("openai:m@http://x/v1?colour=red", "valid settings: ['backoff_s'"),
     ("openai:m@http://x/v1?no_key=perhaps", "must be true or false"),
@@ -58,6 +59,7 @@ def test_spec_forms_parse() -> None:
     ("vllm:", "valid forms"),
     ("vllm:m?gpu_memory_utilization=2", "'gpu_memory_utilization' must be in (0, 1]"),
     ("gguf:a.gguf?n_ctx=-1", "'n_ctx' must be >= 0"),
+    ("gguf:a.gguf?n_gpu_layers=-2", "option 'n_gpu_layers' must be >= 0, got -2"),
 ])
 def test_bad_specs_name_the_problem(spec: str, needle: str) -> None:
     with pytest.raises(AlignProError) as err:

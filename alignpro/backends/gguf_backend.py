@@ -14,8 +14,8 @@ from typing import Sequence
 from alignpro.backends.base import Answer, GenerationConfig, Usage
 from alignpro.backends.chat import request_seed, user_turns
 from alignpro.backends.options import spec_options
-from alignpro.config import setting
-from alignpro.errors import AlignProError, ConfigError
+from alignpro.config import check_at_least, setting
+from alignpro.errors import AlignProError
 
 INSTALL_HINT = "pip install 'alignpro[gguf]' (compiles llama.cpp from source, ~14 min)"
 
@@ -30,9 +30,7 @@ class GGUFOptions:
     chat_format: str = setting("", "llama-cpp-python chat format; empty = the template in the GGUF metadata")
 
     def __post_init__(self) -> None:
-        for name in ("n_ctx", "n_threads", "n_gpu_layers"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"option '{name}' must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, 0, "n_ctx", "n_threads", "n_gpu_layers", kind="option")
 
 
 def parse_gguf_ref(ref: str) -> tuple[Path, GGUFOptions]:

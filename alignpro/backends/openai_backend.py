@@ -41,7 +41,7 @@ from alignpro.backends.chat import request_seed, user_turns
 from alignpro.backends.openai_client import BudgetExceeded, OpenAIClient, TargetError
 from alignpro.backends.options import spec_options
 from alignpro.backends.retry import RetryPolicy
-from alignpro.config import setting
+from alignpro.config import check_at_least, setting
 from alignpro.diskcache import DiskCache
 from alignpro.errors import AlignProError, ConfigError
 
@@ -70,15 +70,9 @@ class OpenAIOptions:
     send_top_k: bool = setting(False, "send top_k (vLLM and llama.cpp servers accept it; OpenAI's API rejects it)")
 
     def __post_init__(self) -> None:
-        for name in ("concurrency",):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"option '{name}' must be >= 1, got {getattr(self, name)}")
-        for name in ("max_retries", "max_requests", "max_tokens"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"option '{name}' must be >= 0, got {getattr(self, name)}")
-        for name in ("timeout_s", "backoff_s", "max_backoff_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"option '{name}' must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, 1, "concurrency", kind="option")
+        check_at_least(self, 0, "max_retries", "max_requests", "max_tokens", "timeout_s", "backoff_s",
+                       "max_backoff_s", kind="option")
         if not self.no_key and not self.key_env:
             raise ConfigError("option 'key_env' must name an environment variable (or set no_key=true)")
 
