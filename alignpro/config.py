@@ -64,24 +64,26 @@ def check_at_least(cfg: Any, minimum: float, *names: str, problems: list[str] | 
             problems.append(message)
 
 
-def renamed_group(group: type, names: dict[str, str], doc: str = "") -> type:
+def renamed_group(group: type, names: dict[str, str], doc: str = "", omit: tuple[str, ...] = ()) -> type:
     """A copy of the setting group ``group`` whose fields named in ``names`` are renamed (defaults, help and
     resumability kept), for a command where the group's own names mean something else (``alignpro train``: a bare
-    ``temperature`` is the rollouts') or whose flags are older than the group. The group's methods work on the
-    copy (they read the values under the group's own names)."""
+    ``temperature`` is the rollouts') or whose flags are older than the group; without the settings in ``omit``,
+    for a command that has them otherwise (``alignpro overopt`` sweeps λ instead of the closed form's one ``lam``).
+    The group's methods work on the copy (they read the values under the group's own names; one that reads an
+    omitted setting cannot be used)."""
     hints = typing.get_type_hints(group)
-    unknown = sorted(set(names) - {f.name for f in dataclasses.fields(group)})
+    unknown = sorted((set(names) | set(omit)) - {f.name for f in dataclasses.fields(group)})
     if unknown:
         raise TypeError(f"{group.__name__} has no setting(s) {unknown}")
+    kept = [f for f in dataclasses.fields(group) if f.name not in omit]
     new_fields = []
-    for f in dataclasses.fields(group):
+    for f in kept:
         new = dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
         new_fields.append((names.get(f.name, f.name), hints[f.name], new))
 
     def on_group_names(fn):
         def method(self, *args, **kwargs):
-            view = types.SimpleNamespace(**{f.name: getattr(self, names.get(f.name, f.name))
-                                            for f in dataclasses.fields(group)})
+            view = types.SimpleNamespace(**{f.name: getattr(self, names.get(f.name, f.name)) for f in kept})
             return fn(view, *args, **kwargs)
         method.__name__, method.__doc__ = fn.__name__, fn.__doc__
         return method

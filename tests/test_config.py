@@ -124,6 +124,27 @@ def test_resume_reuses_the_saved_settings_and_names_every_one_that_may_not_chang
     check_resume({"out": "elsewhere", "lr": 0.3, "steps": 5}, config_to_dict(c), Run, saved)  # out is no difference
 
 
+def test_a_renamed_group_may_omit_settings_and_overopt_takes_the_closed_forms_k_m_alpha_from_the_arms():
+    import dataclasses
+
+    from alignpro.arms import ClosedFormConfig
+    from alignpro.config import renamed_group
+    from alignpro.overopt.config import OveroptConfig
+
+    group = {f.name: f for f in dataclasses.fields(ClosedFormConfig)}
+    mine = {f.name: f for f in dataclasses.fields(OveroptConfig)}
+    for name in ("k", "m", "identity_prior"):  # the arms' declaration: same default and help
+        assert (mine[name].default, mine[name].metadata["help"]) == (group[name].default, group[name].metadata["help"])
+    assert "lam" not in mine and "lams" in mine
+    Renamed = renamed_group(ClosedFormConfig, {"k": "n_rewrites"}, omit=("identity_prior",))
+    c = Renamed(n_rewrites=3)
+    assert [f.name for f in dataclasses.fields(Renamed)] == ["n_rewrites", "m", "lam"] and c.m == 2
+    with pytest.raises(AttributeError, match="identity_prior"):  # its method reads the omitted setting
+        c.closed_form_settings()
+    with pytest.raises(TypeError, match=r"ClosedFormConfig has no setting\(s\) \['lams'\]"):
+        renamed_group(ClosedFormConfig, {}, omit=("lams",))
+
+
 def test_every_resumable_command_declares_its_resumable_settings_where_they_are_declared():
     from alignpro.config import resumable_settings
     from alignpro.overopt.config import OveroptConfig

@@ -9,14 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignpro.backends.base import GenerationConfig, PrefixedAnswerSettings
-from alignpro.config import ResumeSettings, check_at_least, setting
+from alignpro.arms import ClosedFormConfig
+from alignpro.config import ResumeSettings, check_at_least, renamed_group, setting
 from alignpro.data.ifeval_google import refuse_test_set
 from alignpro.errors import ConfigError
 from alignpro.specs import model_spec_help, reward_spec_help
 
 
+#: the closed form's K, M and α as the arms declare them (:class:`alignpro.arms.ClosedFormConfig`); the study sweeps
+#: λ (``lams``) instead of one ``lam``, and the M answers that choose a candidate are never measured
+ClosedFormProposal = renamed_group(ClosedFormConfig, {}, omit=("lam",))
+
+
 @dataclass
-class OveroptConfig(ResumeSettings, PrefixedAnswerSettings):
+class OveroptConfig(ResumeSettings, PrefixedAnswerSettings, ClosedFormProposal):
     """Over-optimisation of a learned reward (Gao et al. 2023) against a gold one: label pairs with the gold reward
     on the train prompts, learn Bradley–Terry proxies (eq 1) on N of them, optimise each proxy with the closed form
     (eq 10, a λ sweep), a trained prompter (eq 9) and the RLHF oracle (eq 2), and measure gold and proxy reward
@@ -57,12 +63,10 @@ class OveroptConfig(ResumeSettings, PrefixedAnswerSettings):
     answer_top_p: float = setting(1.0, "π_F's and the oracle's top_p (1 = off, not the paper's 0.6: plain sampling)")
     answer_top_k: int = setting(0, "π_F's and the oracle's top_k (0 = off, not the paper's 20: plain sampling)")
 
-    # ---- (a) the closed form over a λ sweep
-    k: int = setting(4, "K rewrites of ρ_sft per eval prompt (+ x itself)")
-    m: int = setting(2, "answers per candidate behind R̂_proxy (they choose; they are never measured)")
-    identity_prior: float = setting(0.5, "ρ_sft's mass α on keeping x")
+    # ---- (a) the closed form over a λ sweep (and the arms' K, M, α: ClosedFormProposal)
     lams: list[float] = setting([math.inf, 1.0, 0.3, 0.1, 0.03, 0.01, 0.0], "λ values of eq (10) (inf = ρ_sft, "
-                                                                             "0 = argmax of R̂_proxy)")
+                                                                             "0 = argmax of R̂_proxy on the M "
+                                                                             "answers, which are never measured)")
 
     # ---- (b) the trained prompter and (c) the oracle, against each proxy
     prompter_recipe: str = setting("configs/train-prompter-distill-ifeval.yaml", "alignpro train config of the "
