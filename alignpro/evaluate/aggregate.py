@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from alignpro.metrics import win_rate_from_outcomes
+from alignpro.metrics import standard_error, win_rate_from_outcomes
 
 Z95 = 1.959963984540054
 
@@ -26,7 +26,7 @@ def mean_ci95(values: Sequence[float], single_stderr: float | None = None, lo: f
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
     if x.size >= 2:
-        half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+        half = float(stats.t.ppf(0.975, x.size - 1)) * standard_error(x)
     else:
         half = Z95 * (single_stderr or 0.0)
     return {"mean": mean, "ci95": [max(lo, mean - half), min(hi, mean + half)]}
@@ -49,7 +49,7 @@ def paired_over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     within-seed one), its 95% CI as :func:`mean_ci95`, and the number of prompts summed over seeds."""
     means = [p["mean"] for p in per_seed]
     ci = mean_ci95(means, per_seed[0]["stderr"])
-    stderr = (float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) >= 2 else per_seed[0]["stderr"])
+    stderr = standard_error(means) if len(means) >= 2 else per_seed[0]["stderr"]
     return {**ci, "stderr": stderr, "n_prompts": int(sum(p["n"] for p in per_seed))}
 
 
