@@ -164,7 +164,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     evaluation = Evaluation(ecfg, load, cached=False, prompts={next(iter(ecfg.dataset_sources)): loaded.records})
     metrics = evaluation.run(extra={"demo": {"prompts_skipped": loaded.skipped, "trained_now": trained_now,
                                              "prompts_skipped_reasons": loaded.skipped_reasons}})
-    print("\n".join(render_arm_sections(metrics, short=True)))
+    print("\n".join(render_arm_sections(metrics)))
     print(f"wrote {cfg.out} (metrics.json, table.md, examples.md, figures) in {time.perf_counter() - t_start:.0f} s")
     return metrics
 

@@ -13,7 +13,7 @@ Per cell and arm (:func:`cell_arm_metrics`), beside the reward's mean ± s.e.:
   loose), the per-answer fraction followed (what the ``ifeval`` reward averages) and the rate per instruction type.
 
 :func:`aggregate_extras` carries these over seeds; :func:`render_arm_sections` renders them (markdown) for
-``table.md``, and the demo prints its first table.
+``table.md`` and the terminal.
 """
 
 from __future__ import annotations
@@ -155,11 +155,10 @@ def _ci(v: dict, digits: int = 3) -> str:
     return f"{v['mean']:.{digits}f} [{v['ci95'][0]:.{digits}f}, {v['ci95'][1]:.{digits}f}]"
 
 
-def render_arm_sections(metrics: dict[str, Any], *, short: bool = False) -> list[str]:
+def render_arm_sections(metrics: dict[str, Any]) -> list[str]:
     """Per pair and dataset (over seeds): the per-arm table (reward, paired gains over no_ft and over the
     strongest no-learning baseline, gap closed, guard, rewrites keeping x) with its notes, then on prompts with
-    instructions IFEval's four official metrics and the rate per instruction type. ``short``: the first table
-    only (what the demo prints)."""
+    instructions IFEval's four official metrics and the rate per instruction type. Both commands print these."""
     from alignpro.evaluate.report import dataset_name
 
     lines: list[str] = []
@@ -188,8 +187,6 @@ def render_arm_sections(metrics: dict[str, Any], *, short: bool = False) -> list
             notes.append(f"strongest no-learning baseline in this run: {best} (highest mean reward)")
         lines += [""] + ([("Paired Δ: mean over prompts of the arm's per-prompt mean reward minus the other arm's. "
                            + "; ".join(notes) + "."), ""] if notes else [])
-        if short:
-            break
         ife = [e for e in entries if "ifeval" in e]
         if ife:
             lines += ["IFEval's official metrics (Zhou et al. 2023): prompt level = answers following ALL their "
