@@ -209,4 +209,30 @@ def render_arm_sections(metrics: dict[str, Any]) -> list[str]:
                          for e in ife]
                 lines.append(f"| {t} | " + " | ".join(cells) + " |")
             lines.append("")
+    return lines + render_diagnostics(metrics)
+
+
+def render_diagnostics(metrics: dict[str, Any]) -> list[str]:
+    """Per cell: the closed forms' ρ* (KL to its proposal, x kept, rewrites parsed, and the selection-biased R̂ of
+    the chosen x′, NOT a result), and where the trained arms came from (a checkpoint and what its training
+    recorded, or trained now by `alignpro demo --train`)."""
+    now = (metrics.get("demo") or {}).get("trained_now") or {}
+    lines: list[str] = []
+    for c in metrics["cells"]:
+        parts = []
+        for arm, d in c.get("diagnostics", {}).items():
+            if "kl_rho_star_to_rho_sft" in d:
+                parts.append(f"{arm}: KL(ρ* ‖ proposal) {d['kl_rho_star_to_rho_sft']:.3f}, drew x itself for "
+                             f"{d['chose_original_fraction']:.0%} of prompts, rewrites parsed "
+                             f"{d['rewrites_parsed_fraction']:.0%}, mean R̂ of the drawn x′ on the answers that chose "
+                             f"them {d['selection_biased_r_hat_of_chosen']:.4f} (selection-biased, NOT a result)")
+            if "checkpoint" in d:
+                info = now.get(arm) if now.get(arm, {}).get("spec") == d["checkpoint"] else None
+                parts.append(f"{arm} = `{d['checkpoint']}`" + (
+                    f", trained now (--train) from {info['recipe']}, {info['steps']} steps in "
+                    f"{info['train_seconds'] / 60:.1f} min" if info else
+                    f" ({d.get('algo')}, {d.get('steps')} steps, KL to its reference {d['final_kl']:.2f} nats at the "
+                    f"end of training)" if d.get("final_kl") is not None else ""))
+        if parts:
+            lines += [f"Cell {c['pair']}, {c['dataset']}, seed {c['seed']}: " + "; ".join(parts) + ".", ""]
     return lines

@@ -47,7 +47,7 @@ def test_trained_arms_gain_over_the_strongest_no_learning_baseline(monkeypatch: 
     cell = {"pair": "P1-F1", "prompter": "p", "target": "t", "dataset": "d", "seed": 0, "win_rates": [],
             "diagnostics": {}, **{k: got[k] for k in ("arms", "strongest_baseline", "baseline_note")}}
     agg = aggregate_cells([cell], {})
-    metrics = {"aggregate": agg, "config": {"reward": "fake", "guard_reward": ""}}
+    metrics = {"aggregate": agg, "cells": [cell], "config": {"reward": "fake", "guard_reward": ""}}
     text = "\n".join(render_arm_sections(metrics))
     assert f"| +0.3000 ± 0.0000 ({RO}) |" in text
     assert f"strongest no-learning baseline in this run: {RO} (highest mean reward)" in text
@@ -60,7 +60,7 @@ def test_without_a_baseline_arm_the_report_says_so(monkeypatch: pytest.MonkeyPat
     assert not any("paired_vs_baseline" in s for s in got["arms"].values())
     cell = {"pair": "P1-F1", "prompter": "p", "target": "t", "dataset": "d", "seed": 0, "win_rates": [],
             "diagnostics": {}, **{k: got[k] for k in ("arms", "strongest_baseline", "baseline_note")}}
-    text = "\n".join(render_arm_sections({"aggregate": aggregate_cells([cell], {}),
+    text = "\n".join(render_arm_sections({"aggregate": aggregate_cells([cell], {}), "cells": [cell],
                                           "config": {"reward": "fake", "guard_reward": ""}}))
     assert NO_BASELINE_NOTE in text and "nan" not in text.lower()
 
