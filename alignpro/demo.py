@@ -1,9 +1,9 @@
 """``alignpro demo``: no fine-tuning vs Align-Pro on the instruction-following task's eval prompts.
 
-Arms: ``no_ft`` (π_F answers x), ``align_pro_closed_form`` (eq 10 over ρ_sft's rewrites) and its rewrites-only
-variant, ``align_pro`` (the trained prompter rewrites x once; by default the LoRA adapter shipped in
-``alignpro/adapters``), the closed form over the trained prompter, and ``oracle`` (π_F itself trained on the same
-reward; shipped adapter too). ``--config configs/demo-helpfulness.yaml`` runs the earlier helpfulness task.
+Arms: ``no_ft``, ``align_pro_closed_form`` (eq 10 over ρ_sft's rewrites) and its rewrites-only variant,
+``align_pro`` (by default the trained prompter shipped in ``alignpro/adapters``), the closed form over it, and
+``oracle`` (π_F trained on the same reward; shipped too). ``--config configs/demo-helpfulness.yaml``: the earlier
+helpfulness task.
 
 The demo is a preset of `alignpro evaluate` (:class:`alignpro.evaluate.runner.Evaluation`): one prompter, target,
 prompt set and seed, the reward as judge, the backends without the disk cache. It runs the arms of
@@ -79,11 +79,9 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
         if self.n_fresh < 1 or self.n_prompts < 0:
             raise ConfigError(f"settings 'n_fresh' must be >= 1 and 'n_prompts' >= 0 (0 = all), got {self.n_fresh} "
                               f"and {self.n_prompts}")
-        from alignpro.specs import check_reward_spec, parse_model_spec
+        from alignpro.specs import parse_model_spec
 
-        parse_model_spec(self.prompter), parse_model_spec(self.target), check_reward_spec(self.reward)
-        if self.guard_reward:
-            check_reward_spec(self.guard_reward)
+        parse_model_spec(self.prompter), parse_model_spec(self.target)  # the rest: as the evaluation's, below
         for name in ("trained_prompter", "oracle"):
             if getattr(self, name) == SHIPPED:  # --train replaces the shipped adapters with models trained now
                 folder = ADAPTERS / SHIPPED_ADAPTERS[name][0]
@@ -92,8 +90,6 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
                                       f"alignpro, retrain it with `alignpro train --config {SHIPPED_ADAPTERS[name][1]}`, "
                                       "or set it to '' (no such arm) or to a model spec")
                 setattr(self, name, "" if self.train else f"hf:{folder}")
-            if getattr(self, name):
-                parse_model_spec(getattr(self, name))
         if self.train_steps < 0:
             raise ConfigError(f"setting 'train_steps' must be >= 0 (0 = the recipe's), got {self.train_steps}")
         if self.train:
@@ -113,13 +109,13 @@ def evaluation_config(cfg: DemoConfig) -> "EvaluateConfig":
     from alignpro.evaluate.config import EvaluateConfig, _dataset_label
 
     label = _dataset_label(cfg.prompts, 0)
-    arms = [Arm.NO_FT.value, Arm.CLOSED_FORM.value] + ([Arm.CLOSED_FORM_REWRITES_ONLY.value]
-                                                       if cfg.identity_prior > 0 else [])
-    if cfg.trained_prompter:
-        arms += [f"{Arm.ALIGN_PRO.value}={cfg.trained_prompter}"] + (
-            [f"{Arm.CLOSED_FORM_TRAINED.value}={cfg.trained_prompter}"] if cfg.closed_form_over_trained else [])
-    arms += [f"{Arm.ORACLE.value}={cfg.oracle}"] if cfg.oracle else []
-    guard = cfg.guard_reward if cfg.guard_reward.strip() != cfg.reward.strip() else ""
+    arms = [a.value + (f"={spec}" if a.checkpoint_role else "") for a, spec, on in (
+        (Arm.NO_FT, "", True), (Arm.CLOSED_FORM, "", True),
+        (Arm.CLOSED_FORM_REWRITES_ONLY, "", cfg.identity_prior > 0),
+        (Arm.ALIGN_PRO, cfg.trained_prompter, cfg.trained_prompter),
+        (Arm.CLOSED_FORM_TRAINED, cfg.trained_prompter, cfg.trained_prompter and cfg.closed_form_over_trained),
+        (Arm.ORACLE, cfg.oracle, cfg.oracle)) if on]
+    guard = cfg.guard_reward if cfg.guard_reward.strip() != cfg.reward.strip() else ""  # not the reward twice
     return build_config(EvaluateConfig, dict(
         out=cfg.out, prompters=[f"P1={cfg.prompter}"], targets=[f"F1={cfg.target}"], reward=cfg.reward,
         datasets=[cfg.prompts], n=cfg.n_prompts, data_seed=cfg.seed, seeds=[cfg.seed], arms=arms,
@@ -131,8 +127,7 @@ def evaluation_config(cfg: DemoConfig) -> "EvaluateConfig":
 
 
 def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dict[str, Any]:
-    """Run the demo (``prompter``/``target``/``reward``: backends for its own specs), write the evaluation's
-    outputs into ``cfg.out``; returns the metrics."""
+    """Run the demo and write its outputs into ``cfg.out``; ``prompter``/``target``/``reward``: backends to use."""
     from alignpro.data import load_prompts
     from alignpro.evaluate.runner import Evaluation
     from alignpro.report import render_arm_sections
@@ -147,9 +142,8 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
                           count_tokens=count_tokens)
     print(f"alignpro demo: {len(loaded.records)} prompts from {cfg.prompts} ({loaded.skipped} bad rows skipped); "
           f"K={cfg.k}, M={cfg.m}, λ={cfg.lam}, α={cfg.identity_prior}; writing {cfg.out}")
-    trained_now = {}
+    trained_now = train_now(cfg, Path(cfg.out)) if cfg.train else {}
     if cfg.train:
-        trained_now = train_now(cfg, Path(cfg.out))
         cfg.trained_prompter, cfg.oracle = (trained_now[Arm.ALIGN_PRO.value]["spec"],
                                             trained_now[Arm.ORACLE.value]["spec"])
     given = {("target", cfg.target): target, ("prompter", cfg.prompter): prompter, ("reward", cfg.reward): reward}
@@ -165,7 +159,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
     metrics = evaluation.run(extra={"demo": {"prompts_skipped": loaded.skipped, "trained_now": trained_now,
                                              "prompts_skipped_reasons": loaded.skipped_reasons}})
     print("\n".join(render_arm_sections(metrics)))
-    print(f"wrote {cfg.out} (metrics.json, table.md, examples.md, figures) in {time.perf_counter() - t_start:.0f} s")
+    print(f"wrote {cfg.out} (metrics.json, table.md, examples.md, ...) in {time.perf_counter() - t_start:.0f} s")
     return metrics
 
 

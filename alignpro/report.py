@@ -231,8 +231,8 @@ def render_diagnostics(metrics: dict[str, Any]) -> list[str]:
                 parts.append(f"{arm} = `{d['checkpoint']}`" + (
                     f", trained now (--train) from {info['recipe']}, {info['steps']} steps in "
                     f"{info['train_seconds'] / 60:.1f} min" if info else
-                    f" ({d.get('algo')}, {d.get('steps')} steps, KL to its reference {d['final_kl']:.2f} nats at the "
-                    f"end of training)" if d.get("final_kl") is not None else ""))
+                    f" ({d.get('algo')}, {d.get('steps')} steps, KL to its reference {d['final_kl']:.2f} nats at "
+                    f"the end of training)" if d.get("final_kl") is not None else ""))
         if parts:
             lines += [f"Cell {c['pair']}, {c['dataset']}, seed {c['seed']}: " + "; ".join(parts) + ".", ""]
     return lines
