@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from alignpro import __version__
 from alignpro.config import config_to_dict
+from alignpro.errors import AlignProError
 from alignpro.evaluate.aggregate import aggregate_cells
 from alignpro.arms import (BASELINE, Arm, ArmRun, answer_arm, answer_oracle, chunk_bounds, propose_closed_form,
                            rewrite_once)
@@ -80,6 +81,13 @@ class Evaluation:
         self.cfg = cfg
         self.plan = preflight(cfg)  # raises before anything is generated
         self.plan.prompts.update(prompts or {})
+        self.checkers = {}  # dataset -> IFEval's checkers over its instructions (for the report), None without
+        for label, records in self.plan.prompts.items():
+            try:
+                self.checkers[label] = instruction_checker(records)
+            except AlignProError as exc:  # e.g. a type whose checker needs nltk data: the run goes on without them
+                self.checkers[label] = None
+                print(f"alignpro evaluate: dataset '{label}': IFEval's metrics will not be reported: {exc}")
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache = DiskCache(cfg.cache_path) if cached else None
@@ -285,10 +293,9 @@ class Evaluation:
     def metrics(self, wall: float) -> dict[str, Any]:
         cfg = self.cfg
         cells, outcomes, examples_ = [], {}, []
-        checkers = {d: instruction_checker(records) for d, records in self.plan.prompts.items()}
         for run in self.runs:
             c, r = run.cell, run.arms
-            report = cell_arm_metrics(r, self.plan.arms, guard=run.guard, checker=checkers[c.dataset])
+            report = cell_arm_metrics(r, self.plan.arms, guard=run.guard, checker=self.checkers[c.dataset])
             win_rates = []
             for (judge, arm), verdicts in run.verdicts.items():
                 out = [v.outcome for v in verdicts]
