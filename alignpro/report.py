@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from alignpro.arms import BASELINE, Arm, ArmRun
-from alignpro.errors import AlignProError
 from alignpro.metrics import (arm_stats, gap_closed, ifeval_accuracies, keeps_original_fraction,
                               oracle_gain_resolved, paired_gain, standard_error, strongest)
 
