@@ -119,7 +119,7 @@ def test_one_arm_definition_in_both_commands(tmp_path: Path) -> None:
     m = run_demo(build_config(DemoConfig, dict(prompter="fake", target="fake", reward="fake", n_prompts=4, k=2, m=1,
                                                n_fresh=1, trained_prompter="fake", oracle="fake", guard_reward="",
                                                out=str(tmp_path / "demo"))))
-    assert list(m["arms"]) == [a.value for a in Arm]  # the demo runs every arm, in the runner's order
+    assert list(m["cells"][0]["arms"]) == [a.value for a in Arm]  # the demo runs every arm, in the runner's order
 
 
 def test_demo_passes_the_records_system_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,3 +45,39 @@ def test_paired_gain_by_hand_and_the_share_of_rewrites_keeping_x() -> None:
     assert keeps_original_fraction([" a b ", "c", "d"], ["x a b y", "c!", "e"]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         keeps_original_fraction(["a"], ["a", "b"])
+
+
+def test_ifeval_four_accuracies_by_hand() -> None:
+    """Three answers with 2, 1 and 3 instructions. Prompt level: answers following ALL their instructions; instruction
+    level: followed / instructions pooled over answers (6 here), not the mean of per-answer fractions."""
+    from alignpro.metrics import ifeval_accuracies, instruction_level_accuracy, prompt_level_accuracy
+
+    strict = [[True, False], [True], [False, False, True]]
+    loose = [[True, True], [True], [True, False, True]]
+    assert prompt_level_accuracy(strict) == pytest.approx(1 / 3)
+    assert instruction_level_accuracy(strict) == pytest.approx(3 / 6)  # mean of fractions would be 0.611
+    assert ifeval_accuracies(strict, loose) == pytest.approx(
+        {"prompt_strict": 1 / 3, "prompt_loose": 2 / 3, "instruction_strict": 3 / 6, "instruction_loose": 5 / 6})
+    with pytest.raises(ValueError):
+        instruction_level_accuracy([[], []])
+
+
+def test_standard_error_is_zero_below_two_values() -> None:
+    from alignpro.metrics import standard_error
+
+    assert standard_error([]) == 0.0 and standard_error([3.0]) == 0.0
+    assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(math.sqrt(5 / 3 / 4))
+
+
+def test_gap_closed_only_when_the_oracle_gain_is_resolved() -> None:
+    from alignpro.metrics import gap_closed, oracle_gain_resolved
+
+    oracle = {"mean": 0.02, "stderr": 0.008}  # 2.5 s.e.
+    assert oracle_gain_resolved(oracle) is None
+    assert gap_closed({"mean": 0.05, "stderr": 0.01}, oracle) == pytest.approx(2.5)
+    noisy = {"mean": 0.010, "stderr": 0.046}
+    assert oracle_gain_resolved(noisy) == "oracle gain +0.010 ± 0.046 not resolved (< 2 s.e.): gap closed not shown"
+    assert gap_closed({"mean": 0.05, "stderr": 0.01}, noisy) is None
+    assert gap_closed({"mean": 0.05, "stderr": 0.01}, {"mean": 0.02, "stderr": 0.0101}) is None  # 1.98 s.e.
+    assert "not positive" in oracle_gain_resolved({"mean": 0.0, "stderr": 0.0})
+    assert gap_closed({"mean": 0.05, "stderr": 0.0}, {"mean": 0.0, "stderr": 0.0}) is None  # never a division by 0

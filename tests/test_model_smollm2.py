@@ -73,6 +73,7 @@ def test_demo_tiny_real_run(tmp_path):
     assert main(["demo", "--out", str(out), "--n-prompts", "2", "--k", "2", "--m", "1", "--n-fresh", "1",
                  "--answer-max-new-tokens", "12"]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["arms"]) >= {"no_ft", "align_pro_closed_form"}
-    assert all(s["n"] == 2 for s in m["arms"].values())
-    assert (out / "report.md").read_text().count("**Original prompt:**") == 2
+    arms = m["cells"][0]["arms"]  # the demo is one cell of the evaluation
+    assert set(arms) >= {"no_ft", "align_pro_closed_form"}
+    assert all(s["n"] == 2 for s in arms.values())
+    assert (out / "examples.md").read_text().count("**Original prompt:**") == 2

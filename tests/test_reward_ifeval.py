@@ -117,3 +117,16 @@ def test_score_command_takes_the_instructions(capsys):
     assert main(["score", "--reward", "ifeval", "--prompt", "x", "--answer", "y",
                  "--instruction-id-list", "punctuation:no_comma", "--kwargs", "[{}, {}]"]) != 0
     assert "one per id" in capsys.readouterr().err
+
+
+def test_strict_and_loose_verdicts_per_instruction():
+    """Google's strict mode checks the answer as it is; loose mode also tries it without its first line, its last
+    line, both, and without '*': a bold end phrase and a leading chatty line pass loose only."""
+    x = "Give two tips. End with: Any other questions?"
+    reward = make_reward("ifeval", [_rec(x, BULLETS, END)])
+    both = [(v.id, v.strict, v.followed) for v in reward.results([x], ["* a\n* b\n**Any other questions?**"])[0]]
+    assert both == [("detectable_format:number_bullet_lists", True, True), ("startend:end_checker", False, True)]
+    plain = [(v.strict, v.followed) for v in reward.results([x], ["* a\n* b\nAny other questions?"])[0]]
+    assert plain == [(True, True), (True, True)]
+    empty = [(v.strict, v.followed) for v in reward.results([x], [""])[0]]
+    assert empty == [(False, False), (False, False)]

@@ -35,3 +35,19 @@ def test_template_errors(tmp_path):
     bad.write_text("user: '{prompt}'\n")
     with pytest.raises(AlignProError, match="system"):
         load_rewrite_template(str(bad))
+
+
+def test_template_id_covers_every_field_that_shapes_the_rewrite():
+    """RewriteTemplate.id keys cached rewrites: changing any field (compose and max_chars included, which the
+    earlier hand-listed key left out) changes it; where the template was read from does not."""
+    from dataclasses import fields, replace
+
+    from alignpro.templates import RewriteTemplate
+
+    base = RewriteTemplate(system="s", user="U: {prompt}", examples=(("a", "b"),), strip_prefixes=("P:",))
+    changed = {"system": "t", "user": "V: {prompt}", "examples": (("a", "c"),), "strip_prefixes": ("Q:",),
+               "max_chars_ratio": 3.0, "compose": "{rewrite} {prompt}", "max_chars": 80, "max_new_tokens": 64}
+    assert set(changed) == {f.name for f in fields(RewriteTemplate)} - {"source", "extra"}
+    ids = {name: replace(base, **{name: value}).id for name, value in changed.items()}
+    assert len(set(ids.values()) | {base.id}) == len(changed) + 1  # every field changes the key
+    assert replace(base, source="elsewhere.yaml").id == base.id

@@ -112,7 +112,7 @@ def test_estimate_mean_and_stderr():
     e = Estimate.from_values([1.0, 2.0, 3.0])
     assert (e.mean, e.n) == (2.0, 3) and e.stderr == pytest.approx(1 / math.sqrt(3))
     one = Estimate.from_values([4.0])
-    assert math.isnan(one.stderr) and one.to_dict() == {"mean": 4.0, "stderr": None, "n": 1}
+    assert one.to_dict() == {"mean": 4.0, "stderr": 0.0, "n": 1}  # 0 at n = 1 (alignpro.metrics.standard_error)
 
 
 def test_per_prompt_terms_add_up():

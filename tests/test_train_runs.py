@@ -177,12 +177,12 @@ def test_demo_train_trains_both_arms_now_and_says_so(tiny_model, tmp_path):
     threads = torch.get_num_threads()
     m = run_demo(cfg)
     torch.set_num_threads(threads)
-    assert {ALIGN_PRO, ORACLE} <= set(m["arms"])
+    assert {ALIGN_PRO, ORACLE} <= set(m["cells"][0]["arms"])
     for arm, role in ((ALIGN_PRO, "prompter"), (ORACLE, "oracle")):
-        info = m["diagnostics"]["trained_arms"][arm]
+        info = m["demo"]["trained_now"][arm]
         assert info["source"].startswith("trained now") and info["steps"] == 2
         assert [r["step"] for r in read_jsonl(tmp_path / "demo" / f"train-{role}" / "metrics.jsonl")] == [1, 2]
-    assert "trained now" in (tmp_path / "demo" / "report.md").read_text()
+    assert "trained now" in (tmp_path / "demo" / "table.md").read_text()
     with pytest.raises(ConfigError, match="train_prompter_config"):
         build_config(DemoConfig, dict(train=True, train_prompter_config=str(tmp_path / "missing.yaml")))
     with pytest.raises(ConfigError, match="'train'"):

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from alignpro.metrics import win_rate_from_outcomes
+from alignpro.metrics import gap_closed, oracle_gain_resolved, standard_error, win_rate_from_outcomes
 
 Z95 = 1.959963984540054
 
@@ -26,7 +26,7 @@ def mean_ci95(values: Sequence[float], single_stderr: float | None = None, lo: f
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
     if x.size >= 2:
-        half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+        half = float(stats.t.ppf(0.975, x.size - 1)) * standard_error(x)
     else:
         half = Z95 * (single_stderr or 0.0)
     return {"mean": mean, "ci95": [max(lo, mean - half), min(hi, mean + half)]}
@@ -49,7 +49,7 @@ def paired_over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     within-seed one), its 95% CI as :func:`mean_ci95`, and the number of prompts summed over seeds."""
     means = [p["mean"] for p in per_seed]
     ci = mean_ci95(means, per_seed[0]["stderr"])
-    stderr = (float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) >= 2 else per_seed[0]["stderr"])
+    stderr = standard_error(means) if len(means) >= 2 else per_seed[0]["stderr"]
     return {**ci, "stderr": stderr, "n_prompts": int(sum(p["n"] for p in per_seed))}
 
 
@@ -87,6 +87,7 @@ def aggregate_cells(cells: list[dict[str, Any]], outcomes: dict[tuple, list[floa
             entry["guard_mean"] = mean_ci95([g["mean"] for g in guards], guards[0]["stderr"])
             if all("paired_vs_no_ft" in g for g in guards):
                 entry["guard_paired_vs_no_ft"] = paired_over_seeds([g["paired_vs_no_ft"] for g in guards])
+        entry.update(_report_extras(group, arm))
         judges = [w["judge"] for w in group[0]["win_rates"] if w["arm"] == arm]
         for judge in judges:
             per_seed = [next(w for w in c["win_rates"] if w["arm"] == arm and w["judge"] == judge) for c in group]
@@ -108,4 +109,57 @@ def aggregate_cells(cells: list[dict[str, Any]], outcomes: dict[tuple, list[floa
             })
             entry["win_rates"].append(pooled)
         out.append(entry)
+    _gap_over_seeds(out)
     return out
+
+
+def _one_name(names: list[str | None]) -> str | None:
+    """The name shared by every seed, or the distinct names joined ('a / b'), None when none."""
+    distinct = list(dict.fromkeys(n for n in names if n))
+    return " / ".join(distinct) if distinct else None
+
+
+def _report_extras(group: list[dict[str, Any]], arm: str) -> dict[str, Any]:
+    """Over seeds, what :mod:`alignpro.report` computes per cell: the paired gain over the strongest no-learning
+    baseline (named), IFEval's four metrics with 95% CIs, the fraction followed, the per-type counts pooled, and
+    the share of rewrites keeping x."""
+    stats_ = [c["arms"][arm] for c in group]
+    out: dict[str, Any] = {"strongest_baseline": _one_name([c.get("strongest_baseline") for c in group]),
+                           "baseline_note": group[0].get("baseline_note")}
+    if all("paired_vs_baseline" in a for a in stats_):
+        out["paired_vs_baseline"] = {"baseline": _one_name([a["paired_vs_baseline"]["baseline"] for a in stats_]),
+                                     **paired_over_seeds([a["paired_vs_baseline"] for a in stats_])}
+    if all("ifeval" in a for a in stats_):
+        ms = [a["ifeval"] for a in stats_]
+        follow = [m["followed"]["mean"] for m in ms]
+        types: dict[str, list[int]] = {}
+        for m in ms:
+            for t, c in m["per_type"].items():
+                types.setdefault(t, [0, 0])[0] += c["followed"]
+                types[t][1] += c["n"]
+        out["ifeval"] = {
+            **{k: mean_ci95([m[k] for m in ms], ms[0][f"{k}_stderr"], 0.0, 1.0)
+               for k in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")},
+            "followed": {"mean": float(np.mean(follow)),
+                         "stderr": standard_error(follow) if len(ms) >= 2 else ms[0]["followed"]["stderr"]},
+            "per_type": {t: {"followed": f, "n": n, "rate": f / n} for t, (f, n) in sorted(types.items())}}
+        if all("followed_paired_vs_no_ft" in m for m in ms):
+            out["ifeval"]["followed_paired_vs_no_ft"] = paired_over_seeds([m["followed_paired_vs_no_ft"] for m in ms])
+    kept = [c.get("diagnostics", {}).get(arm, {}).get("rewrite_keeps_original_fraction") for c in group]
+    if all(k is not None for k in kept):
+        out["rewrite_keeps_original_fraction"] = float(np.mean(kept))
+    return out
+
+
+def _gap_over_seeds(entries: list[dict[str, Any]]) -> None:
+    """The fraction of the no_ft → oracle gap closed, from the gains over seeds (:func:`alignpro.metrics.gap_closed`:
+    only when the oracle's gain is resolved; else ``gap_closed_note`` says why)."""
+    oracles = {(e["pair"], e["dataset"]): e["paired_vs_no_ft"] for e in entries
+               if e["arm"] == "oracle" and "paired_vs_no_ft" in e}
+    for e in entries:
+        oracle = oracles.get((e["pair"], e["dataset"]))
+        if oracle is None:
+            continue
+        e["gap_closed_note"] = oracle_gain_resolved(oracle)
+        if "paired_vs_no_ft" in e and (value := gap_closed(e["paired_vs_no_ft"], oracle)) is not None:
+            e["gap_closed"] = value

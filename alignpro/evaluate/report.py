@@ -2,7 +2,9 @@
 
 - ``metrics.json``: cells, aggregate over seeds, examples, config (the layout is documented in docs/evaluation.md);
 - ``table.md``: the paper's Table 1 layout (rows = prompter/frozen pairs, columns = datasets, A and B win
-  rates in %), one table per judge and judged arm, then the details and the rewards as numbers;
+  rates in %), one table per judge and judged arm, then the details, the rewards as numbers, and the per-arm
+  sections of :mod:`alignpro.report` (gains over no_ft and the strongest no-learning baseline, gap closed, guard,
+  rewrites keeping x, IFEval's official metrics and per-type rates);
 - ``fig_reward_mean.png`` / ``fig_reward_variance.png``: the paper's Figures 2 and 3, grouped bars per dataset
   with 95% CIs;
 - ``examples.md``: original prompt, rewrite, final answer (the paper's Appendix C);
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpro.arms import BASELINE, Arm
+from alignpro.report import render_arm_sections
 
 ARM_COLORS = {Arm.NO_FT: "#9e9e9e", Arm.CLOSED_FORM: "#6baed6", Arm.CLOSED_FORM_REWRITES_ONLY: "#c6dbef",
               Arm.ALIGN_PRO: "#2166ac", Arm.CLOSED_FORM_TRAINED: "#4393c3", Arm.ORACLE: "#e08214"}
@@ -117,23 +120,7 @@ def render_table(metrics: dict[str, Any]) -> str:
         lines.append(f"| {e['pair']} | {dataset_name(e['dataset'])} | {e['arm']} | {m['mean']:.4f} "
                      f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] | {v['mean']:.4f} [{v['ci95'][0]:.4f}, "
                      f"{v['ci95'][1]:.4f}] | {e['n']} | {e['mean_answer_words']:.0f} | {_paired(e)} |")
-    guard = metrics["config"].get("guard_reward")
-    if guard and any("guard_mean" in e for e in agg):
-        lines += ["", f"Guard reward `{guard}` of the same answers, also against the ORIGINAL prompt (are they still "
-                      "on topic?); paired Δ as above.", "",
-                  f"| pair | dataset | arm | mean guard reward [95% CI] | paired Δ vs {BASELINE} ± s.e. (s.e.s) "
-                  "[95% CI] |", "|---|---|---|---|---|"]
-        for e in agg:
-            g = e.get("guard_mean")
-            if g is not None:
-                lines.append(f"| {e['pair']} | {dataset_name(e['dataset'])} | {e['arm']} | {g['mean']:.4f} "
-                             f"[{g['ci95'][0]:.4f}, {g['ci95'][1]:.4f}] | {_paired(e, 'guard_paired_vs_no_ft')} |")
-    kept = [(c["pair"], c["dataset"], c["seed"], a, d["rewrite_keeps_original_fraction"])
-            for c in metrics["cells"] for a, d in c.get("diagnostics", {}).items()
-            if "rewrite_keeps_original_fraction" in d]
-    if kept:
-        lines += ["", "Rewrites that keep the original prompt verbatim (x inside x′): " + "; ".join(
-            f"{a} {100 * f:.0f} % ({p}, {dataset_name(d)}, seed {s})" for p, d, s, a, f in kept) + "."]
+    lines += ["", *render_arm_sections(metrics)]
     lines += ["", "Pairs: " + "; ".join(f"{p} = {i['prompter']} → {i['target']}" for p, i in metrics["pairs"].items())
               + ". Datasets: " + "; ".join(f"{k} = {v}" for k, v in metrics["datasets"].items()) + ".", ""]
     return "\n".join(lines)
@@ -227,6 +214,12 @@ def _quote(text: str) -> str:
     return "\n".join("> " + line for line in (text or "(empty)").splitlines()) or "> (empty)"
 
 
+def _verdicts(ex: dict[str, Any], arm: str) -> str:
+    """'; punctuation:no_comma followed, ...' (IFEval's loose verdicts) for an example's arm; '' without."""
+    v = ex.get("followed", {}).get(arm)
+    return ("; " + ", ".join(f"{t} {'followed' if ok else 'NOT followed'}" for t, ok in v)) if v else ""
+
+
 def render_examples(metrics: dict[str, Any]) -> str:
     parts = ["# Examples (like the paper's Appendix C)", "",
              "Original prompt, the rewrite the frozen model answered, and its final answer, beside the answer to "
@@ -244,12 +237,12 @@ def render_examples(metrics: dict[str, Any]) -> str:
         for arm, rewrite in ex["rewrites"].items():
             kept = " *(kept the original prompt)*" if rewrite == ex["prompt"] else ""
             parts += [f"**Re-written prompt ({arm}):**{kept}", "", _quote(rewrite), "",
-                      f"**Final response ({arm}, reward {ex['rewards'][arm]:.3f}):**", "",
+                      f"**Final response ({arm}, reward {ex['rewards'][arm]:.3f}{_verdicts(ex, arm)}):**", "",
                       _quote(ex["answers"][arm]), ""]
         for arm in ex["answers"]:
             if arm not in ex["rewrites"]:
-                parts += [f"**Response to the original prompt ({arm}, reward {ex['rewards'][arm]:.3f}):**", "",
-                          _quote(ex["answers"][arm]), ""]
+                parts += [f"**Response to the original prompt ({arm}, reward {ex['rewards'][arm]:.3f}"
+                          f"{_verdicts(ex, arm)}):**", "", _quote(ex["answers"][arm]), ""]
         parts += ["---", ""]
     return "\n".join(parts)
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from alignpro import __version__
 from alignpro.config import config_to_dict
+from alignpro.errors import AlignProError
 from alignpro.evaluate.aggregate import aggregate_cells
 from alignpro.arms import (BASELINE, Arm, ArmRun, answer_arm, answer_oracle, chunk_bounds, propose_closed_form,
                            rewrite_once)
@@ -33,7 +34,8 @@ from alignpro.evaluate.judge_specs import JudgeSpec
 from alignpro.evaluate.judges import (LLMJudge, OpenAIJudge, PairwiseJudge, RewardJudge, Verdict,
                                       load_judge_template)
 from alignpro.evaluate.plan import Cell, checkpoint_fingerprint, preflight
-from alignpro.metrics import arm_stats, keeps_original_fraction, paired_gain, win_rate_from_outcomes
+from alignpro.metrics import win_rate_from_outcomes
+from alignpro.report import words, cell_arm_metrics, examples, instruction_checker
 from alignpro.templates import load_rewrite_template
 
 
@@ -67,27 +69,34 @@ class CellRun:
     guard: dict[str, np.ndarray] = field(default_factory=dict)  #: arm -> (N, n) guard rewards of its answers
 
 
-def _words(text: str) -> int:
-    return len(text.split())
-
-
 class Evaluation:
-    """One run of the grid; :meth:`run` does everything and returns the metrics."""
+    """One run of the grid; :meth:`run` does everything and returns the metrics.
 
-    def __init__(self, cfg: EvaluateConfig, loader: Loader | None = None) -> None:
+    ``cached`` False runs the backends as they are, without the disk cache (`alignpro demo`: its draws come from
+    the arms' seed scheme alone, so a run repeats the demo's numbers); ``prompts`` replaces the prompts preflight
+    loaded ({dataset label: [PromptRecord]}, e.g. filtered by the target's tokenizer)."""
+
+    def __init__(self, cfg: EvaluateConfig, loader: Loader | None = None, *, cached: bool = True,
+                 prompts: dict[str, list] | None = None) -> None:
         self.cfg = cfg
         self.plan = preflight(cfg)  # raises before anything is generated
+        self.plan.prompts.update(prompts or {})
+        self.checkers = {}  # dataset -> IFEval's checkers over its instructions (for the report), None without
+        for label, records in self.plan.prompts.items():
+            try:
+                self.checkers[label] = instruction_checker(records)
+            except AlignProError as exc:  # e.g. a type whose checker needs nltk data: the run goes on without them
+                self.checkers[label] = None
+                print(f"alignpro evaluate: dataset '{label}': IFEval's metrics will not be reported: {exc}")
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.cache = DiskCache(cfg.cache_path)
+        self.cache = DiskCache(cfg.cache_path) if cached else None
         self.pool = ModelPool(loader or default_loader(cfg, [r for rs in self.plan.prompts.values() for r in rs]))
         self.fp: dict[str, str] = {}
         self.runs: list[CellRun] = []
         self.judge_usage: dict[str, dict] = {}
         self.judge_independent: dict[str, bool] = {}
-        tpl = load_rewrite_template(cfg.template) if cfg.needs_rewrites else None
-        self.template_id = json.dumps([tpl.system, tpl.user, tpl.examples, tpl.strip_prefixes,
-                                       tpl.max_chars_ratio]) if tpl else ""
+        self.template_id = load_rewrite_template(cfg.template).id if cfg.needs_rewrites else ""
 
     # ---------------------------------------------------------------- helpers
     def fingerprint(self, spec: str) -> str:
@@ -95,17 +104,28 @@ class Evaluation:
             self.fp[spec] = checkpoint_fingerprint(spec)
         return self.fp[spec]
 
+    def keep(self, needs: set[tuple[str, str]]) -> None:
+        """Drop the loaded models a stage does not need (with the cache; without it every model stays)."""
+        if self.cache is not None:
+            self.pool.retain(needs)
+
     def target(self, spec: str, stage: str) -> CachedTarget:
+        if self.cache is None:
+            return self.pool.get("target", spec)
         return CachedTarget(self.cache, self.pool, spec, self.cfg.answer_gen, stage,
                             fingerprint=self.fingerprint(spec), batch_size=self.cfg.batch_size)
 
     def prompter(self, spec: str) -> CachedPrompter:
+        if self.cache is None:
+            return self.pool.get("prompter", spec)
         return CachedPrompter(self.cache, self.pool, spec, self.cfg.rewrite_gen, self.template_id,
                               fingerprint=self.fingerprint(spec), batch_size=self.cfg.batch_size)
 
     def reward(self, spec: str | None = None) -> CachedReward:
         """The reward (``spec`` None) or another reward spec (the guard) through the cache."""
         spec = spec or self.cfg.reward
+        if self.cache is None:
+            return self.pool.get("reward", spec)
         fp = self.fingerprint(spec) if spec.startswith("hf:") else ""
         return CachedReward(self.cache, self.pool, spec, fingerprint=fp, batch_size=max(self.cfg.batch_size, 32))
 
@@ -129,7 +149,7 @@ class Evaluation:
 
         def step(run: CellRun, progress) -> None:
             c = run.cell
-            self.pool.retain({("target", c.target), ("reward", self.cfg.reward)})
+            self.keep({("target", c.target), ("reward", self.cfg.reward)})
             stage = "no_ft" if arm is Arm.NO_FT else f"fresh/{arm.value}"
             answer_arm(run.arms, arm, self.target(c.target, stage), self.reward(), shown(run), progress)
 
@@ -141,7 +161,7 @@ class Evaluation:
         def step(run: CellRun, progress) -> None:
             c = run.cell
             spec = c.prompter if arm is Arm.CLOSED_FORM else c.checkpoint(arm.value)
-            self.pool.retain({("prompter", spec), ("target", c.target), ("reward", self.cfg.reward)})
+            self.keep({("prompter", spec), ("target", c.target), ("reward", self.cfg.reward)})
             propose_closed_form(run.arms, arm, self.prompter(spec), self.target(c.target, "rhat"), self.reward(),
                                 self.cfg.closed_form, progress)
 
@@ -149,14 +169,14 @@ class Evaluation:
 
     def rewrite_trained(self, run: CellRun, progress) -> None:
         ckpt = run.cell.checkpoint(Arm.ALIGN_PRO.value)
-        self.pool.retain({("prompter", ckpt)})
+        self.keep({("prompter", ckpt)})
         run.arms.rewrites[Arm.ALIGN_PRO.value] = rewrite_once(run.arms, self.prompter(ckpt), progress)
-        run.arms.diagnostics[Arm.ALIGN_PRO.value]["checkpoint"] = ckpt
+        run.arms.diagnostics[Arm.ALIGN_PRO.value].update(checkpoint=ckpt, **trained_info(ckpt))
 
     def answer_oracle(self, run: CellRun, progress) -> None:
         ckpt = run.cell.checkpoint(Arm.ORACLE.value)
-        self.pool.retain({("target", ckpt), ("reward", self.cfg.reward)})
-        run.arms.diagnostics[Arm.ORACLE.value] = {"checkpoint": ckpt}
+        self.keep({("target", ckpt), ("reward", self.cfg.reward)})
+        run.arms.diagnostics[Arm.ORACLE.value] = {"checkpoint": ckpt, **trained_info(ckpt)}
         answer_oracle(run.arms, self.target(ckpt, "oracle"), self.reward(), progress)
 
     def stage_arms(self) -> None:
@@ -188,6 +208,8 @@ class Evaluation:
             factory = lambda: LLMJudge(self.pool.get("judge_lm", spec.model), template,  # noqa: E731
                                        max_new_tokens=cfg.llm_judge_max_new_tokens, prefill=cfg.llm_judge_prefill,
                                        name=str(spec))
+            if self.cache is None:
+                return factory(), {("judge_lm", spec.model)}
             return CachedJudge(self.cache, judge_id, factory, name=str(spec), chunk=cfg.batch_size), {
                 ("judge_lm", spec.model)}
         judge_id = json.dumps(["openai", spec.model, spec.base_url, template.id, cfg.openai_judge_max_tokens])
@@ -195,6 +217,8 @@ class Evaluation:
                                       template, max_tokens=cfg.openai_judge_max_tokens,
                                       concurrency=cfg.judge_concurrency, max_retries=cfg.judge_max_retries,
                                       backoff_s=cfg.judge_backoff_s, timeout_s=cfg.judge_timeout_s)
+        if self.cache is None:
+            return factory(), set()
         return CachedJudge(self.cache, judge_id, factory, name=str(spec), chunk=max(16, 4 * cfg.judge_concurrency)
                            ), set()
 
@@ -206,7 +230,7 @@ class Evaluation:
             total = sum(len(r.arms.prompts) for r in self.runs) * len(arms)
             with self.bar(f"judge {judge.name}: {', '.join(arms)} vs {BASELINE}, both orders", total) as bar:
                 for run in self.runs:
-                    self.pool.retain(needs)
+                    self.keep(needs)
                     n, prompts, base = run.arms.n, run.arms.flat_prompts(), run.arms.flat(BASELINE)
                     for arm in arms:
                         answers, verdicts = run.arms.flat(arm), []
@@ -218,7 +242,7 @@ class Evaluation:
             usage = getattr(getattr(judge, "built", None), "usage", None)
             if usage is not None:
                 self.judge_usage[judge.name] = {"calls": usage.calls, "retries": usage.retries, **usage.extra}
-        self.pool.retain(set())
+        self.keep(set())
 
     def stage_guard(self) -> None:
         """Every arm's answers scored by ``guard_reward`` against the ORIGINAL x (are they still on topic?)."""
@@ -233,16 +257,18 @@ class Evaluation:
                     values = guard.score(prompts, run.arms.flat(arm))
                     run.guard[arm] = np.asarray(values, dtype=float).reshape(len(run.arms.prompts), n)
                     bar.update(len(run.arms.prompts))
-        self.pool.retain(set())
+        self.keep(set())
 
     # ---------------------------------------------------------------- the run
-    def run(self) -> dict[str, Any]:
+    def run(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every stage, then the metrics (with ``extra`` added at the top level) written into ``cfg.out``."""
         t0 = time.perf_counter()
         cfg = self.cfg
         n_cells = len(self.plan.cells)
         print(f"alignpro evaluate: {len(cfg.prompter_specs)} prompter(s) x {len(cfg.target_specs)} target(s) x "
               f"{len(cfg.dataset_sources)} dataset(s) x {len(cfg.seeds)} seed(s) = {n_cells} cells; arms "
-              f"{self.plan.arms}; judges {cfg.judges}; cache {cfg.cache_path}")
+              f"{self.plan.arms}; judges {cfg.judges}; "
+              + (f"cache {cfg.cache_path}" if self.cache is not None else "no cache"))
         for arm, why in self.plan.skipped.items():
             print(f"alignpro evaluate: skipping arm '{arm}': {why} (skip_missing_checkpoints)")
         for cell in self.plan.cells:
@@ -253,10 +279,11 @@ class Evaluation:
             self.stage_arms()
             self.stage_judges()
             self.stage_guard()
-            metrics = self.metrics(time.perf_counter() - t0)
+            metrics = {**self.metrics(time.perf_counter() - t0), **(extra or {})}
         finally:
             self.pool.retain(set())
-            self.cache.close()
+            if self.cache is not None:
+                self.cache.close()
         from alignpro.evaluate.report import write_outputs
 
         write_outputs(metrics, self.out, judgments=self.judgment_rows())
@@ -265,21 +292,10 @@ class Evaluation:
     # ---------------------------------------------------------------- metrics
     def metrics(self, wall: float) -> dict[str, Any]:
         cfg = self.cfg
-        cells, outcomes, examples = [], {}, []
+        cells, outcomes, examples_ = [], {}, []
         for run in self.runs:
             c, r = run.cell, run.arms
-            arms = {}
-            for arm in self.plan.arms:
-                st = arm_stats(r.rewards[arm].ravel()).to_dict()
-                st["mean_answer_words"] = float(np.mean([_words(y) for y in r.flat(arm)]))
-                st["mean_answer_tokens"] = float(np.mean([t for row in r.tokens[arm] for t in row]))
-                if arm != BASELINE and BASELINE in r.rewards:  # paired by prompt: mean over prompts of Δ
-                    st["paired_vs_no_ft"] = paired_gain(r.rewards[arm], r.rewards[BASELINE])
-                if arm in run.guard:
-                    st["guard"] = arm_stats(run.guard[arm].ravel()).to_dict()
-                    if arm != BASELINE and BASELINE in run.guard:
-                        st["guard"]["paired_vs_no_ft"] = paired_gain(run.guard[arm], run.guard[BASELINE])
-                arms[arm] = st
+            report = cell_arm_metrics(r, self.plan.arms, guard=run.guard, checker=self.checkers[c.dataset])
             win_rates = []
             for (judge, arm), verdicts in run.verdicts.items():
                 out = [v.outcome for v in verdicts]
@@ -289,28 +305,29 @@ class Evaluation:
                 wr["judge_independent"] = self.judge_independent[judge]
                 win_rates.append(wr)
             diagnostics = {a: dict(r.diagnostics[a]) for a in self.plan.arms if a in r.diagnostics}
-            for a, shown in r.rewrites.items():
-                if a in self.plan.arms:
-                    diagnostics.setdefault(a, {})["rewrite_keeps_original_fraction"] = keeps_original_fraction(
-                        r.prompts, shown)
+            for a, kept in report["rewrite_keeps_original_fraction"].items():
+                diagnostics.setdefault(a, {})["rewrite_keeps_original_fraction"] = kept
             cells.append({"pair": c.pair, "prompter": c.prompter, "target": c.target, "dataset": c.dataset,
-                          "seed": c.seed, "n_prompts": len(r.prompts), "arms": arms, "win_rates": win_rates,
-                          "diagnostics": diagnostics})
+                          "seed": c.seed, "n_prompts": len(r.prompts), "arms": report["arms"],
+                          "strongest_baseline": report["strongest_baseline"],
+                          "baseline_note": report["baseline_note"], "gap_closed_note": report["gap_closed_note"],
+                          "win_rates": win_rates, "diagnostics": diagnostics})
             if c.seed == cfg.seeds[0]:
-                examples.extend(_examples(run, cfg))
+                examples_.extend(examples(r, cfg.n_examples, report["instruction_first"], pair=c.pair,
+                                          dataset=c.dataset, seed=c.seed))
         return {
             "schema_version": SCHEMA_VERSION,
             "alignpro_version": __version__,
             "cells": cells,
             "aggregate": aggregate_cells(cells, outcomes),
-            "examples": examples,
+            "examples": examples_,
             "pairs": {f"{p}-{t}": {"prompter": ps, "target": ts, "prompter_label": p, "target_label": t}
                       for t, ts in cfg.target_specs.items() for p, ps in cfg.prompter_specs.items()},
             "datasets": dict(cfg.dataset_sources),
             "skipped_arms": self.plan.skipped,
             "usage": {
                 "wall_seconds": wall,
-                "cache": self.cache.stats(),
+                "cache": self.cache.stats() if self.cache is not None else {},
                 "model_loads": {f"{role}:{spec}": n for (role, spec), n in self.pool.loads.items()},
                 "judges": self.judge_usage,
             },
@@ -327,14 +344,14 @@ class Evaluation:
                 for i, v in enumerate(verdicts):
                     rows.append({"pair": c.pair, "dataset": c.dataset, "seed": c.seed, "judge": judge, "arm": arm,
                                  "baseline": BASELINE, "prompt": prompts[i], "answer_arm": a[i],
-                                 "answer_baseline": b[i], "words_arm": _words(a[i]), "words_baseline": _words(b[i]),
+                                 "answer_baseline": b[i], "words_arm": words(a[i]), "words_baseline": words(b[i]),
                                  "arm_first": v.ab, "baseline_first": v.ba, "winner": v.winner})
         return rows
 
 
 def _judge_extras(verdicts: list[Verdict], arm_answers: list[str], base_answers: list[str]) -> dict[str, Any]:
     """Counts beside the win rate: unusable judgments, position consistency, answer lengths (length bias)."""
-    la, lb = np.array([_words(y) for y in arm_answers]), np.array([_words(y) for y in base_answers])
+    la, lb = np.array([words(y) for y in arm_answers]), np.array([words(y) for y in base_answers])
     decisive = [(v.winner, x, y) for v, x, y in zip(verdicts, la, lb) if v.winner != "tie" and x != y]
     longer_won = [(w == "A") == (x > y) for w, x, y in decisive]
     return {
@@ -347,23 +364,15 @@ def _judge_extras(verdicts: list[Verdict], arm_answers: list[str], base_answers:
     }
 
 
-def _examples(run: CellRun, cfg: EvaluateConfig) -> list[dict[str, Any]]:
-    """A few prompts of the cell, preferring those whose rewrite differs from x (like the paper's Appendix C)."""
-    r, cell = run.arms, run.cell
-    rewritten = next((a for a in (Arm.ALIGN_PRO.value, Arm.CLOSED_FORM.value) if a in r.rewrites), None)
-    order = list(range(len(r.prompts)))
-    if rewritten:
-        order.sort(key=lambda i: r.rewrites[rewritten][i] == r.prompts[i])
-    out = []
-    for i in order[:cfg.n_examples]:
-        out.append({
-            "pair": cell.pair, "dataset": cell.dataset, "seed": cell.seed, "prompt": r.prompts[i],
-            "system": r.systems[i],
-            "rewrites": {arm: xs[i] for arm, xs in r.rewrites.items()},
-            "answers": {arm: ys[i][0] for arm, ys in r.answers.items()},
-            "rewards": {arm: float(v[i, 0]) for arm, v in r.rewards.items()},
-        })
-    return out
+def trained_info(spec: str) -> dict[str, Any]:
+    """What ``alignpro train`` recorded about a loaded ``hf:`` checkpoint or adapter (algo, steps, final KL)."""
+    from alignpro.train.policy import TRAIN_INFO
+
+    path = Path(spec[3:]) if spec.startswith("hf:") else None
+    if path is None or not (path / TRAIN_INFO).is_file():
+        return {}
+    info = json.loads((path / TRAIN_INFO).read_text())
+    return {k: info[k] for k in ("algo", "steps", "final_kl", "reward", "prompts") if k in info}
 
 
 def run_evaluation(cfg: EvaluateConfig, *, loader: Loader | None = None) -> dict[str, Any]:

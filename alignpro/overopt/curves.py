@@ -18,12 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from alignpro.method import kl_to_prior, optimal_prompter_weights
+from alignpro.metrics import standard_error
 
 
 def stderr(values: np.ndarray) -> float:
-    """Standard error of the mean over the first axis (ddof = 1); 0 for fewer than 2 values."""
-    values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    """Standard error of the mean of 1-D values (:func:`alignpro.metrics.standard_error`; 0 for fewer than 2)."""
+    return standard_error(values)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from alignpro.metrics import standard_error
+
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """Eq (1): −mean log σ(r(x, y_w) − r(x, y_l)) over the pairs. Shapes (B,), (B,) -> ().
@@ -78,9 +80,8 @@ def pairwise_accuracy(margin: np.ndarray | Sequence[float],
     if n == 0:
         raise ValueError("no pairs to measure an accuracy on")
     s = np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
-    sd = float(s.std(ddof=1)) if n > 1 else 0.0
     clustered = (len(set(prompts)), clustered_stderr(s, prompts)) if prompts is not None else (None, None)
-    return PairwiseAccuracy(float(s.mean()), sd / math.sqrt(n), n, int((d > 0).sum()), int((d == 0).sum()),
+    return PairwiseAccuracy(float(s.mean()), standard_error(s), n, int((d > 0).sum()), int((d == 0).sum()),
                             float(d.mean()), *clustered)
 
 

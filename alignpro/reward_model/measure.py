@@ -3,7 +3,6 @@ and calibration of σ(Δr) (a table and a reliability figure)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from alignpro.data.preferences import PreferencePair
+from alignpro.metrics import standard_error
 from alignpro.reward_model.bt import (CalibrationBin, PairwiseAccuracy, bradley_terry_loss, calibration_bins,
                                       expected_calibration_error, pairwise_accuracy, preference_probability)
 from alignpro.reward_model.model import RewardScorer
@@ -73,7 +73,7 @@ def measure(scores: PairScores, n_bins: int = 10, prompts: Sequence[object] | No
     n = len(per_pair)
     bins = calibration_bins(margin, n_bins)
     return PairMeasures(pairwise_accuracy(margin, prompts), loss,
-                        float(per_pair.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0, bins,
+                        standard_error(per_pair), bins,
                         expected_calibration_error(bins))
 
 

@@ -2,7 +2,9 @@
 
 r(x, y) = the fraction of the ORIGINAL prompt's instructions that the answer y follows, in IFEval's loose mode
 (an instruction counts as followed when the answer, or the answer without its first/last line or without
-markdown asterisks, passes the checker). It lies in [0, 1], r_max = 1; an empty answer scores 0.
+markdown asterisks, passes the checker). It lies in [0, 1], r_max = 1; an empty answer scores 0. Each verdict also
+carries the strict one (the answer itself passes the checker), from which :func:`alignpro.metrics.ifeval_accuracies`
+gives IFEval's four official metrics (prompt- and instruction-level, strict and loose).
 
 The checkers come from the PyPI wheel ``if-verifiable`` (its ``if_verifiable.ifeval`` is Google's registry and
 checkers); nothing here re-implements a check. Which instructions apply is looked up from the RECORD of the
@@ -56,22 +58,24 @@ def _check_offline(ids: Iterable[str]) -> None:
 @dataclass(frozen=True)
 class InstructionResult:
     id: str  #: the instruction type, e.g. "punctuation:no_comma"
-    followed: bool  #: loose-mode pass
+    followed: bool  #: loose-mode pass (the answer, or it without its first/last line or '*', passes)
+    strict: bool  #: strict-mode pass (the answer as it is passes)
 
 
 def follows(prompt: str, instructions: Sequence[Instruction], answer: str) -> list[InstructionResult]:
-    """IFEval's loose-mode verdict on each instruction of the original prompt ``prompt`` for ``answer``."""
+    """IFEval's loose- and strict-mode verdicts on each instruction of the original prompt ``prompt`` for
+    ``answer`` (Google's definitions, as the ``if-verifiable`` wheel implements them)."""
     from if_verifiable.common import evaluate_instructions
 
     if not answer.strip():
-        return [InstructionResult(i.id, False) for i in instructions]
+        return [InstructionResult(i.id, False, False) for i in instructions]
     results, _ = evaluate_instructions(response=answer, instruction_id_list=[i.id for i in instructions],
                                        kwargs_list=[i.kwargs for i in instructions], prompt=prompt,
                                        instruction_registry=registry())
     if len(results) != len(instructions):  # the library skips ids it does not know; records are validated on load
         raise AlignProError(f"reward 'ifeval': IFEval's registry did not check every instruction of the prompt "
                             f"{prompt[:60]!r}: {[i.id for i in instructions]}")
-    return [InstructionResult(r.instruction_id, bool(r.loose_pass)) for r in results]
+    return [InstructionResult(r.instruction_id, bool(r.loose_pass), bool(r.strict_pass)) for r in results]
 
 
 def fraction_followed(results: Sequence[InstructionResult]) -> float:

@@ -16,7 +16,7 @@ A rewrite template is a YAML file with keys:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +41,16 @@ class RewriteTemplate:
     max_new_tokens: int = 0  #: the prompter's output budget under this template (0 = the default config's)
     source: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The template's content, every field that shapes x′ (the messages, the parser, ``compose``, the caps and
+        the output budget), as canonical JSON: the key of cached rewrites, so an edited template is never served
+        another's x′. ``source`` (where it was read from) and ``extra`` are not content."""
+        import json
+
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("source", "extra")},
+                          sort_keys=True, ensure_ascii=False)
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """The chat conversation asking for a rewrite of ``prompt``."""

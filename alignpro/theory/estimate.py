@@ -30,6 +30,7 @@ import numpy as np
 from alignpro.backends.chat import user_turn
 from alignpro.errors import AlignProError
 from alignpro.method import candidate_log_prior, kl_to_prior, optimal_prompter_weights
+from alignpro.metrics import standard_error
 from alignpro.train.kl import KLEstimator
 
 __all__ = [
@@ -147,7 +148,7 @@ def term3_candidates(r_hat: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndar
 
 @dataclass(frozen=True)
 class Estimate:
-    """Mean ± standard error of per-prompt values across n prompts (NaN s.e. when n < 2)."""
+    """Mean ± standard error of per-prompt values across n prompts (s.e. 0 when n < 2, as everywhere)."""
 
     mean: float
     stderr: float
@@ -159,11 +160,10 @@ class Estimate:
         n = int(v.size)
         if n == 0:
             raise ValueError("no values to estimate from")
-        se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-        return cls(float(v.mean()), se, n)
+        return cls(float(v.mean()), standard_error(v), n)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "stderr": None if math.isnan(self.stderr) else self.stderr, "n": self.n}
+        return {"mean": self.mean, "stderr": self.stderr, "n": self.n}
 
 
 #: name → what it estimates (printed by the CLI and written to the JSON). Order is the report's order.
