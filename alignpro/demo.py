@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from alignpro.arms import (Arm, ArmRun, ClosedFormConfig, answer_arm, answer_oracle, propose_closed_form,
-                           rewrite_once)
+from alignpro.arms import (BASELINE_FORMS, Arm, ArmRun, ClosedFormConfig, answer_arm, answer_baselines, answer_oracle,
+                           parse_baseline, propose_closed_form, rewrite_once)
 from alignpro.backends.base import AnswerSettings
 from alignpro.config import config_to_dict, load_yaml, parse_config, setting
 from alignpro.errors import ConfigError
@@ -40,7 +40,6 @@ SHIPPED = "shipped"
 ADAPTERS = Path(__file__).resolve().parent / "adapters"
 SHIPPED_ADAPTERS = {"trained_prompter": ("ifeval-prompter", "configs/train-prompter-distill-ifeval.yaml"),
                     "oracle": ("ifeval-oracle", "configs/train-oracle-distill-ifeval.yaml")}
-
 
 
 @dataclass
@@ -79,6 +78,8 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     closed_form_over_trained: bool = setting(True, "with a trained prompter: also the closed form (eq 10) with the "
                                                    "trained prompter as its proposal (arm "
                                                    "'align_pro_closed_form_trained', same K, M, λ, α)")
+    baselines: list[str] = setting([a.value for a in Arm if a.is_no_learning_baseline], "no-learning baseline "
+                                   "arms, any of " + " | ".join(BASELINE_FORMS) + " ([] = none)")
     guard_reward: str = setting("builtin", "also score every arm's answers with this reward (are they still on "
                                            "topic?) and report it per arm; '' = off, skipped when it is the reward")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
@@ -96,10 +97,7 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
                 raise ConfigError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
         if self.n_prompts < 0:
             raise ConfigError(f"setting 'n_prompts' must be >= 0 (0 = all), got {self.n_prompts}")
-        if self.lam < 0 or math.isnan(self.lam):
-            raise ConfigError(f"setting 'lam' must be >= 0 (0 = argmax, inf = no optimisation), got {self.lam}")
-        if not 0 <= self.identity_prior < 1:
-            raise ConfigError(f"setting 'identity_prior' must be in [0, 1), got {self.identity_prior}")
+        self.closed_form_settings(), [parse_baseline(b) for b in self.baselines]  # ConfigError on a bad setting
         from alignpro.specs import check_reward_spec, parse_model_spec
 
         parse_model_spec(self.prompter), parse_model_spec(self.target), check_reward_spec(self.reward)
@@ -193,6 +191,7 @@ def run_demo(cfg: DemoConfig, *, prompter=None, target=None, reward=None) -> dic
         oracle = make_target(cfg.oracle, cfg.answer_gen, batch_size=cfg.batch_size)
         with _bar("oracle answers", n) as bar:
             answer_oracle(run, oracle, reward, bar.update)
+    answer_baselines(run, cfg.baselines, target, reward, lambda arm: _bar(f"{arm} answers", n))  # ---- (6) ----
 
     # ---- metrics ----------------------------------------------------------------------------------------
     no_ft, cf, align_pro, oracle_arm = Arm.NO_FT.value, Arm.CLOSED_FORM.value, Arm.ALIGN_PRO.value, Arm.ORACLE.value

@@ -28,6 +28,11 @@ def stream_seed(seed: int, key: str, j: int) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+def prompt_key(text: str, system: str | None = None) -> str:
+    """x's stream key: its text, with its system prompt when it has one (another system prompt, another x)."""
+    return text if system is None else f"{system}\x00{text}"
+
+
 def prompt_keys(prompts: Sequence[str], systems: Sequence[str | None] | None = None) -> list[str]:
     """One key per prompt for :func:`stream_seed`: its system prompt and text, and for a repeat of an earlier
     (system, text) in the list, its occurrence number (so two records with the same text get independent answers,
@@ -36,7 +41,7 @@ def prompt_keys(prompts: Sequence[str], systems: Sequence[str | None] | None = N
     seen: dict[str, int] = {}
     keys = []
     for x, s in zip(prompts, systems, strict=True):
-        base = x if s is None else f"{s}\x00{x}"
+        base = prompt_key(x, s)
         keys.append(base if base not in seen else f"{base}\x00#{seen[base]}")
         seen[base] = seen.get(base, 0) + 1
     return keys

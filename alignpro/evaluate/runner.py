@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from alignpro import __version__
 from alignpro.config import config_to_dict
 from alignpro.evaluate.aggregate import aggregate_cells
-from alignpro.arms import (BASELINE, Arm, ArmRun, answer_arm, answer_oracle, chunk_bounds, propose_closed_form,
-                           rewrite_once)
+from alignpro.arms import (BASELINE, NO_LEARNING_BASELINES, Arm, ArmRun, answer_arm, answer_baseline, answer_oracle,
+                           chunk_bounds, propose_closed_form, rewrite_once)
 from alignpro.evaluate.cache import (CachedJudge, CachedPrompter, CachedReward, CachedTarget, DiskCache, Loader,
                                      ModelPool)
 from alignpro.evaluate.config import SCHEMA_VERSION, EvaluateConfig
@@ -175,6 +175,18 @@ class Evaluation:
         self.stage(f"{cft.value}: K trained rewrites, M answers each → R̂, ρ*", self.runs_with(cft), self.propose(cft))
         self.stage(f"{cft.value}: fresh answers to x′", self.runs_with(cft), self.answer_with_target(cft, chosen(cft)))
         self.stage("oracle: RLHF-tuned target answers x", self.runs_with(Arm.ORACLE), self.answer_oracle)
+        for arm in (a for a in Arm if a in NO_LEARNING_BASELINES):
+            self.stage(f"{arm.value}: no-learning baseline", self.runs_with(arm), self.answer_baseline(arm))
+
+    def answer_baseline(self, arm: Arm):
+        """A stage step: the no-learning baseline ``arm`` (suffix=<line>: ``arm_specs`` holds the line)."""
+
+        def step(run: CellRun, progress) -> None:
+            self.pool.retain({("target", run.cell.target), ("reward", self.cfg.reward)})
+            answer_baseline(run.arms, arm, self.target(run.cell.target, f"fresh/{arm.value}"), self.reward(),
+                            line=self.cfg.arm_specs[arm.value], progress=progress)
+
+        return step
 
     def make_judge(self, spec: JudgeSpec) -> tuple[PairwiseJudge, set]:
         """The judge for a JudgeSpec, and the pool entries it needs."""
