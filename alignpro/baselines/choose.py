@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,7 +57,8 @@ class ChooseConfig(AnswerSettings):
 
 
 def score_lines(prompts: Sequence[str], systems: Sequence[str | None], lines: Sequence[str], target: Target,
-                reward: RewardModel, *, n: int, seed: int, batch_size: int) -> dict[str, Any]:
+                reward: RewardModel, *, n: int, seed: int, batch_size: int,
+                log: Callable[[str], Any] = lambda _: None) -> dict[str, Any]:
     """Each line's paired gain over x on coupled answers, the best line, and every answer: {'choice', 'lines':
     [{'line', 'paired_vs_x': {mean, stderr, n}, 'mean'}], 'x_mean', 'answers': {line or '': (N, n) texts},
     'rewards': {line or '': (N, n)}}."""
@@ -65,12 +66,14 @@ def score_lines(prompts: Sequence[str], systems: Sequence[str | None], lines: Se
 
     run = ArmRun(list(prompts), list(systems), n=n, seed=seed, batch_size=batch_size)
     answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
+    log(f"x: mean reward {run.rewards[Arm.NO_FT.value].mean():.4f}")
     answers, rewards, rows = {"": run.answers[Arm.NO_FT.value]}, {"": run.rewards[Arm.NO_FT.value]}, []
     for line in lines:  # every line on the same keyed streams as x (no_ft's): coupled
         answer_arm(run, Arm.SUFFIX, target, reward, [with_line(x, line) for x in run.prompts])
         answers[line], rewards[line] = run.answers[Arm.SUFFIX.value], run.rewards[Arm.SUFFIX.value]
         rows.append({"line": line, "mean": float(rewards[line].mean()),
                      "paired_vs_x": paired_gain(rewards[line], rewards[""])})
+        log(f"{rows[-1]['paired_vs_x']['mean']:+.4f} ± {rows[-1]['paired_vs_x']['stderr']:.4f}  {line}")
     best = max(rows, key=lambda r: r["paired_vs_x"]["mean"])
     return {"choice": best["line"], "lines": rows, "x_mean": float(rewards[""].mean()), "answers": answers,
             "rewards": rewards}
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     records = load_prompts(cfg.prompts, n=cfg.n_prompts or None, seed=cfg.seed).records
     target = make_target(cfg.target, cfg.answer_gen, batch_size=cfg.batch_size)
     got = score_lines([r.text for r in records], [r.system for r in records], load_catalog(Path(cfg.catalog)),
-                      target, make_reward(cfg.reward, records), n=cfg.n, seed=cfg.seed, batch_size=cfg.batch_size)
+                      target, make_reward(cfg.reward, records), n=cfg.n, seed=cfg.seed, batch_size=cfg.batch_size,
+                      log=lambda s: print(f"[{time.perf_counter() - t0:6.0f} s] {s}", flush=True))
     out = Path(cfg.out)
     answers_file = out.with_name(out.stem + "_answers.jsonl.gz")
     command = "python -m alignpro.baselines.choose " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None

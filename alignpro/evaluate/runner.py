@@ -6,7 +6,7 @@ system prompts on every call to π_F, one seed scheme), on backends that go thro
 
 Stages run over the whole grid, one progress bar each, cells ordered by target then prompter so each model is
 loaded once per stage, in the order no_ft, the closed form (and its rewrites-only variant), align_pro, the closed
-form over the trained prompter, oracle (the order of :mod:`alignpro.arms`'s common random numbers and ρ* draws).
+form over the trained prompter, oracle, the no-learning baselines (the order of :mod:`alignpro.arms`'s ρ* draws).
 """
 
 from __future__ import annotations
