@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward", default="ifeval")
     ap.add_argument("--prompter", default="smollm2", help="ρ_sft, the proposal of the R̂ candidates")
     ap.add_argument("--trained", default="shipped", help="the trained prompter (shipped = the shipped adapter)")
+    ap.add_argument("--part", choices=("all", "paired", "rhat"), default="all", help="both measurements or one")
     ap.add_argument("--out", default="coupling.json")
     args = ap.parse_args(argv)
     if "eval" in args.prompts.split(":")[-1]:
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from alignpro.backends.base import PAPER_ANSWER_CONFIG
     from alignpro.data import load_prompts
-    from alignpro.demo import ADAPTERS
-    from alignpro.specs import make_prompter, make_reward, make_target
+    from alignpro.specs import make_reward, make_target
 
     t0 = time.perf_counter()
     log = lambda s: print(f"[{time.perf_counter() - t0:6.0f} s] {s}", flush=True)  # noqa: E731
@@ -90,7 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python benchmarks/coupling.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "prompts": args.prompts, "n_prompts": len(x), "n": args.n}
 
+    out = Path(args.out)
     # ---- 1. paired s.e. of (align_pro − no_ft) -------------------------------------------------------------
+    if args.part in ("all", "paired"):
+        paired_se(args, result, x, systems, keys, target, reward, chunk, log)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    # ---- 2. s.e. of R̂ differences between a prompt's candidates --------------------------------------------
+    if args.part in ("all", "rhat"):
+        rhat_se(args, result, x, keys, target, reward, log)
+    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    log(f"wrote {out}")
+    return 0
+
+
+def paired_se(args, result, x, systems, keys, target, reward, chunk, log) -> None:
+    """Measurement 1 into ``result``."""
+    from alignpro.demo import ADAPTERS
+    from alignpro.specs import make_prompter
+
     spec = f"hf:{ADAPTERS / 'ifeval-prompter'}" if args.trained == "shipped" else args.trained
     trained = make_prompter(spec, "rewrite-restate", batch_size=args.batch_size)
     shown = [s.rewrites[0].text for s in trained.rewrite(x, 1, seed=args.seed + REWRITE_SEED)]
@@ -107,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         result[f"align_pro_vs_no_ft_{mode}"] = {**g, "per_prompt_correlation": corr}
         log(f"align_pro − no_ft ({mode}): {g['mean']:+.4f} ± {g['stderr']:.4f}, correlation {corr:.3f}")
 
-    # ---- 2. s.e. of R̂ differences between a prompt's candidates --------------------------------------------
+
+def rhat_se(args, result, x, keys, target, reward, log) -> None:
+    """Measurement 2 into ``result``."""
+    from alignpro.specs import make_prompter
+
     prompter = make_prompter(args.prompter, "rewrite-restate", batch_size=args.batch_size)
     px, pk = x[:args.rhat_prompts], keys[:args.rhat_prompts]
     for mode, t in (("coupled", target), ("independent", Independent(target))):
@@ -117,10 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         result[f"rhat_difference_se_{mode}"] = {"rms_se": se, "pairs": pairs, "k": args.k, "m": args.m,
                                                 "n_prompts": len(px)}
         log(f"R̂ difference s.e. ({mode}): {se:.4f} over {pairs} pairs")
-    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    log(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":
