@@ -342,9 +342,10 @@ def answer_baseline(run: ArmRun, arm: Arm, target: Target, reward: RewardModel, 
     """A no-learning baseline arm (one of :data:`NO_LEARNING_BASELINES`): fresh, coupled answers scored against x.
 
     suffix / repeat / best_suffix: π_F answers :func:`alignpro.baselines.shown_prompts` (``line`` replaces
-    suffix's default line or best_suffix's recorded one). answer_rewrite: π_F's answers to x (no_ft's, coupled and reused) are each
-    rewritten by π_F answering :func:`alignpro.baselines.answer_rewrite_request` once, from
-    ``seed + ANSWER_REWRITE_SEED`` keyed by (x, j); the arm's answers are the rewritten ones."""
+    suffix's default line or best_suffix's recorded one). answer_rewrite: π_F's answers to x (no_ft's, coupled
+    and reused; answered first if no_ft has not run) are each rewritten by π_F answering
+    :func:`alignpro.baselines.answer_rewrite_request` once, from ``seed + ANSWER_REWRITE_SEED`` keyed by (x, j);
+    the arm's answers are the rewritten ones."""
     if arm not in NO_LEARNING_BASELINES:
         raise ValueError(f"arm '{arm.value}' is not a no-learning baseline")
     if arm is not Arm.ANSWER_REWRITE:
