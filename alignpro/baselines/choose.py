@@ -43,6 +43,10 @@ class ChooseConfig(AnswerSettings):
     batch_size: int = setting(64, "generation batch size")
     catalog: str = setting(str(CATALOG), "YAML file of candidate lines")
     out: str = setting(str(CHOICE), "the recorded choice (JSON; the answers go beside it, .jsonl.gz)")
+    lines: str = setting("", "score only the catalog's lines [a:b] (e.g. 0:4) into 'out', to split the work over "
+                             "processes: coupled answers make the shards' answers to x identical")
+    merge: list[str] = setting([], "merge these shard files (JSON) into 'out' instead of scoring (their answers "
+                                   "to x must agree)")
 
     def __post_init__(self) -> None:
         for name in ("n", "batch_size", "answer_max_new_tokens"):
@@ -86,21 +90,55 @@ def _portable(settings: dict[str, Any]) -> dict[str, Any]:
             for k, v in settings.items()}
 
 
+def merge_shards(paths: Sequence[str], out: Path, command: str) -> dict[str, Any]:
+    """One record from shard records (each scored some lines on the same prompts, seed and answers to x)."""
+    shards = [json.loads(Path(p).read_text()) for p in paths]
+    first = shards[0]
+    for s in shards[1:]:
+        if (s["prompt_ids"], s["x_mean"], s["settings"]["seed"]) != (first["prompt_ids"], first["x_mean"],
+                                                                      first["settings"]["seed"]):
+            raise ConfigError(f"shards {paths} were not scored on the same prompts and answers to x")
+    rows = sorted((r for s in shards for r in s["lines"]), key=lambda r: -r["paired_vs_x"]["mean"])
+    answers_file = out.with_name(out.stem + "_answers.jsonl.gz")
+    seen_x = False
+    with gzip.open(answers_file, "wt", encoding="utf-8") as f:
+        for p, s in zip(paths, shards):
+            with gzip.open(Path(p).with_name(s["answers_file"]), "rt", encoding="utf-8") as g:
+                for row in g:
+                    if json.loads(row)["line"] == "" and seen_x:
+                        continue  # x's answers: the same in every shard (checked by x_mean above)
+                    f.write(row)
+            seen_x = True
+    settings = {**first["settings"], "lines": "", "merge": [], "out": first["settings"]["out"]}
+    record = {**first, "choice": rows[0]["line"], "lines": rows, "answers_file": answers_file.name,
+              "command": command, "shards": [{"command": s["command"], "wall_seconds": s["wall_seconds"]}
+                                             for s in shards], "settings": settings}
+    record.pop("wall_seconds", None)
+    out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(ChooseConfig, argv, "python -m alignpro.baselines.choose")
+    command = "python -m alignpro.baselines.choose " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None
+                                                                              else argv))
+    if cfg.merge:
+        record = merge_shards(cfg.merge, Path(cfg.out), command.strip())
+        print(f"chosen: {record['choice']!r} of {len(record['lines'])} lines; wrote {cfg.out}")
+        return 0
     from alignpro.data import load_prompts
     from alignpro.specs import make_reward, make_target
 
     t0 = time.perf_counter()
     records = load_prompts(cfg.prompts, n=cfg.n_prompts or None, seed=cfg.seed).records
     target = make_target(cfg.target, cfg.answer_gen, batch_size=cfg.batch_size)
-    got = score_lines([r.text for r in records], [r.system for r in records], load_catalog(Path(cfg.catalog)),
+    a, _, b = cfg.lines.partition(":")
+    catalog = load_catalog(Path(cfg.catalog))[int(a or 0):int(b) if b else None]
+    got = score_lines([r.text for r in records], [r.system for r in records], catalog,
                       target, make_reward(cfg.reward, records), n=cfg.n, seed=cfg.seed, batch_size=cfg.batch_size,
                       log=lambda s: print(f"[{time.perf_counter() - t0:6.0f} s] {s}", flush=True))
     out = Path(cfg.out)
     answers_file = out.with_name(out.stem + "_answers.jsonl.gz")
-    command = "python -m alignpro.baselines.choose " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None
-                                                                              else argv))
     record = {"choice": got["choice"], "command": command.strip(), "x_mean": got["x_mean"],
               "lines": sorted(got["lines"], key=lambda r: -r["paired_vs_x"]["mean"]),
               "prompt_ids": [r.id for r in records], "answers_file": answers_file.name,
