@@ -78,8 +78,9 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     closed_form_over_trained: bool = setting(True, "with a trained prompter: also the closed form (eq 10) with the "
                                                    "trained prompter as its proposal (arm "
                                                    "'align_pro_closed_form_trained', same K, M, λ, α)")
-    baselines: list[str] = setting([a.value for a in Arm if a.is_no_learning_baseline], "no-learning baseline "
-                                   "arms, any of " + " | ".join(BASELINE_FORMS) + " ([] = none)")
+    baselines: list[str] = setting(["suffix", "repeat", "answer_rewrite"], "no-learning baseline arms, any of "
+                                   + " | ".join(BASELINE_FORMS) + " (best_suffix reads the line recorded by "
+                                   "`python -m alignpro.baselines.choose`); [] = none")
     guard_reward: str = setting("builtin", "also score every arm's answers with this reward (are they still on "
                                            "topic?) and report it per arm; '' = off, skipped when it is the reward")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")

@@ -259,6 +259,7 @@ def test_one_arm_definition_in_both_commands(tmp_path: Path, choice: str) -> Non
                               + ("[=<line appended to x>]" if a is Arm.SUFFIX else "") for a in Arm)
     m = run_demo(build_config(DemoConfig, dict(prompter="fake", target="fake", reward="fake", n_prompts=4, k=2, m=1,
                                                n_fresh=1, trained_prompter="fake", oracle="fake", guard_reward="",
+                                               baselines=[a.value for a in Arm if a.is_no_learning_baseline],
                                                out=str(tmp_path / "demo"))))
     assert list(m["arms"]) == [a.value for a in Arm]  # the demo runs every arm, in the runner's order
 

@@ -6,7 +6,7 @@ import pytest
 
 from alignpro.cli import main
 from alignpro.config import build_config
-from alignpro.arms import NO_LEARNING_BASELINES, Arm
+from alignpro.arms import Arm
 from alignpro.demo import DemoConfig, run_demo
 from alignpro.errors import AlignProError, ConfigError
 
@@ -21,7 +21,8 @@ def _cfg(tmp_path, **kw):
 def test_demo_contract_and_align_pro_wins_in_the_fake_world(tmp_path):
     m = run_demo(_cfg(tmp_path))
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert saved["arms"].keys() == {Arm.NO_FT, Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY} | NO_LEARNING_BASELINES
+    assert saved["arms"].keys() == {Arm.NO_FT, Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY, Arm.SUFFIX, Arm.REPEAT,
+                                    Arm.ANSWER_REWRITE}  # and the default no-learning baselines
     for s in saved["arms"].values():
         assert set(s) == {"mean", "variance", "stderr", "n"} and s["n"] == 24
     for w in saved["win_rates"]:
