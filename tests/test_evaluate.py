@@ -51,11 +51,11 @@ class Counts:
                 return super().rewrite(prompts, k, seed=seed)
 
         class Target(FakeTarget):
-            def answer(self, prompts, *, n=1, seed=None, systems=None):
+            def answer(self, prompts, *, n=1, seed=None, systems=None, keys=None):
                 if counts.fail_after_answers is not None and counts.items["answer"] >= counts.fail_after_answers:
                     raise Interrupted("simulated crash")
                 counts.items["answer"] += len(prompts) * n
-                return super().answer(prompts, n=n, seed=seed, systems=systems)
+                return super().answer(prompts, n=n, seed=seed, systems=systems, keys=keys)
 
         class Reward(FakeReward):
             def score(self, prompts, answers):
