@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from alignpro.arms import Arm, ClosedFormConfig
+from alignpro.arms import BASELINE_FORMS, Arm, ClosedFormConfig, parse_baseline
 from alignpro.backends.base import AnswerSettings
 from alignpro.config import build_config, check_at_least, load_yaml, parse_config, setting
 from alignpro.errors import ConfigError
@@ -66,6 +66,9 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     train_steps: int = setting(0, "--train: override the recipes' steps (0 = the recipes' own)")
     closed_form_over_trained: bool = setting(True, "with a trained prompter: also eq (10) with it as the proposal "
                                                    "(arm 'align_pro_closed_form_trained', same K, M, λ, α)")
+    baselines: list[str] = setting(["suffix", "repeat", "answer_rewrite"], "no-learning baseline arms, any of "
+                                   + " | ".join(BASELINE_FORMS) + " (best_suffix reads the line recorded by "
+                                   "`python -m alignpro.baselines.choose`); [] = none")
     guard_reward: str = setting("builtin", "also score every arm's answers with this reward (are they still on "
                                            "topic?) and report it per arm; '' = off, skipped when it is the reward")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")
@@ -76,6 +79,7 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
         check_at_least(self, 1, "n_fresh", "batch_size", "answer_max_new_tokens")
         if self.n_prompts < 0:
             raise ConfigError(f"setting 'n_prompts' must be >= 0 (0 = all), got {self.n_prompts}")
+        [parse_baseline(b) for b in self.baselines]  # ConfigError on a bad baseline
         from alignpro.specs import parse_model_spec
 
         parse_model_spec(self.prompter), parse_model_spec(self.target)  # the rest: as the evaluation's, below
@@ -112,6 +116,7 @@ def evaluation_config(cfg: DemoConfig) -> "EvaluateConfig":
         (Arm.ALIGN_PRO, cfg.trained_prompter, cfg.trained_prompter),
         (Arm.CLOSED_FORM_TRAINED, cfg.trained_prompter, cfg.trained_prompter and cfg.closed_form_over_trained),
         (Arm.ORACLE, cfg.oracle, cfg.oracle)) if on]
+    arms[1:1] = cfg.baselines  # the no-learning baselines, right after no_ft
     guard = cfg.guard_reward if cfg.guard_reward.strip() != cfg.reward.strip() else ""  # not the reward twice
     return build_config(EvaluateConfig, dict(
         out=cfg.out, prompters=[f"P1={cfg.prompter}"], targets=[f"F1={cfg.target}"], reward=cfg.reward,

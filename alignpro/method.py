@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from alignpro.backends.base import Prompter, RewardModel, RewriteSet, Target
+from alignpro.backends.base import Prompter, RewardModel, RewriteSet, Target, prompt_keys
 
 
 def candidate_log_prior(k: int, identity_prior: float) -> np.ndarray:
@@ -87,14 +87,21 @@ class CandidateRollout:
 
 
 def composed_rollout(prompts: Sequence[str], prompter: Prompter, target: Target, reward: RewardModel, *,
-                     k: int, m: int, identity_prior: float, seed: int) -> CandidateRollout:
-    """Eq (3), sampled: K rewrites per x (+ x itself when α > 0), M answers each, scored against x."""
+                     k: int, m: int, identity_prior: float, seed: int, keys: Sequence[str] | None = None,
+                     answer_seed: int | None = None) -> CandidateRollout:
+    """Eq (3), sampled: K rewrites per x (+ x itself when α > 0), M answers each, scored against x.
+
+    The rewrites draw from ``seed``; answer j of every candidate of x draws from the stream (``answer_seed``,
+    key of x, j) (default ``seed + 1``, keys :func:`~alignpro.backends.base.prompt_keys` of ``prompts``): the
+    candidates of one x are coupled, so differences of R̂ between them lose the answer noise they share."""
     prompts = list(prompts)
+    keys = prompt_keys(prompts) if keys is None else list(keys)
     sets = prompter.rewrite(prompts, k, seed=seed)
     cands = [([p] if identity_prior > 0 else []) + s.texts for p, s in zip(prompts, sets)]
     c = len(cands[0])
     flat = [x for row in cands for x in row]
-    answers_flat = target.answer(flat, n=m, seed=seed + 1)  # (N·C, M)
+    answers_flat = target.answer(flat, n=m, seed=seed + 1 if answer_seed is None else answer_seed,
+                                 keys=[key for key in keys for _ in range(c)])  # (N·C, M)
     texts = [[a.text for a in row] for row in answers_flat]
     originals = [p for p in prompts for _ in range(c) for _ in range(m)]
     scores = reward.score(originals, [t for row in texts for t in row])

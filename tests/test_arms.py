@@ -9,8 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignpro.arms import (FRESH_SEED, REWRITE_SEED, ROLLOUT_SEED, Arm, ArmRun, ClosedFormSettings, answer_arm,
-                           answer_oracle, propose_closed_form)
+from alignpro import baselines
+from alignpro.arms import (ANSWER_REWRITE_SEED, FRESH_SEED, NO_LEARNING_BASELINES, REWRITE_SEED, ROLLOUT_SEED, Arm,
+                           ArmRun, ClosedFormConfig, ClosedFormSettings, answer_arm, answer_baseline, answer_oracle,
+                           parse_baseline, propose_closed_form)
+from alignpro.backends.base import prompt_keys, stream_seed
+from alignpro.errors import ConfigError
 from alignpro.backends.fake import FakePrompter, FakeReward, FakeTarget
 from alignpro.config import build_config
 from alignpro.data import PromptRecord
@@ -22,15 +26,29 @@ DATA = Path(__file__).parent / "data"
 
 
 class RecordingTarget(FakeTarget):
-    """The fake π_F, remembering every (prompt, system) it was asked to answer."""
+    """The fake π_F, remembering every (prompt, system) it was asked to answer, and each answer's stream."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str | None]] = []
+        self.streams: list[tuple[str, int, str, int]] = []  #: (prompt shown, seed, key, j) of every answer
 
-    def answer(self, prompts, *, n=1, seed=None, systems=None):
+    def answer(self, prompts, *, n=1, seed=None, systems=None, keys=None):
         assert systems is not None and len(systems) == len(prompts), "π_F was called without the system prompts"
+        assert keys is not None and len(keys) == len(prompts), "π_F was called without the stream keys"
         self.calls += list(zip(prompts, systems))
-        return super().answer(prompts, n=n, seed=seed, systems=systems)
+        self.streams += [(p, seed, k, j) for p, k in zip(prompts, keys) for j in range(n)]
+        return super().answer(prompts, n=n, seed=seed, systems=systems, keys=keys)
+
+
+class RecordingReward(FakeReward):
+    """The fake reward, remembering the prompts it scored against."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def score(self, prompts, answers):
+        self.prompts += list(prompts)
+        return super().score(prompts, answers)
 
 
 PROMPTS = ["how do I bake bread", "what is rain", "name a grey kitten", "why is the sky blue"]
@@ -38,7 +56,17 @@ SYSTEMS = ["You are a baker.", None, "You are a cat person.", "You are a physici
 
 
 def _run(**kw) -> ArmRun:
-    return ArmRun(list(PROMPTS), list(SYSTEMS), n=kw.get("n", 3), seed=kw.get("seed", 0), batch_size=4)
+    return ArmRun(list(PROMPTS), list(SYSTEMS), n=kw.get("n", 3), seed=kw.get("seed", 0),
+                  batch_size=kw.get("batch_size", 4))
+
+
+@pytest.fixture
+def choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A recorded best_suffix choice in a temporary file (the tests never depend on the committed one)."""
+    path = tmp_path / "best_suffix.json"
+    path.write_text('{"choice": "Be precise: follow the instructions word for word.", "command": "test"}')
+    monkeypatch.setattr(baselines, "CHOICE", path)
+    return "Be precise: follow the instructions word for word."
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -64,12 +92,14 @@ def test_an_arm_showing_x_gets_no_ft_answers_and_is_not_answered_again() -> None
     assert run.answers[Arm.ALIGN_PRO][0] != run.answers[Arm.NO_FT][0]  # same text, other original x
 
 
-def test_the_oracle_has_answers_of_its_own() -> None:
+def test_the_oracle_answers_every_x_itself_on_the_coupled_streams() -> None:
     run, target, oracle, reward = _run(), RecordingTarget(), RecordingTarget(), FakeReward()
     answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
     answer_oracle(run, oracle, reward)
     assert [p for p, _ in oracle.calls] == PROMPTS  # every x, although no_ft answered the same x
-    assert run.answers[Arm.ORACLE] != run.answers[Arm.NO_FT]  # another random stream
+    assert oracle.streams == target.streams  # the same (seed, key, j): common random numbers across models
+    # here the "oracle" is the same fake model, so coupled answers are identical: a paired difference of exactly 0
+    assert run.answers[Arm.ORACLE] == run.answers[Arm.NO_FT]
 
 
 def test_every_call_to_the_target_carries_the_system_prompts() -> None:
@@ -103,9 +133,120 @@ def test_rho_star_draws_do_not_depend_on_which_closed_form_variants_are_answered
 
 
 def test_one_seed_scheme_no_two_streams_share_an_offset() -> None:
-    offsets = list(FRESH_SEED.values()) + [REWRITE_SEED]
+    offsets = [FRESH_SEED, ANSWER_REWRITE_SEED, REWRITE_SEED]
     assert len(set(offsets)) == len(offsets) and max(offsets) < min(ROLLOUT_SEED.values())
-    assert set(FRESH_SEED) == set(Arm)  # every arm has its fresh-answer stream
+    assert set(ROLLOUT_SEED) == {Arm.CLOSED_FORM, Arm.CLOSED_FORM_TRAINED}
+
+
+def test_every_arm_draws_answer_j_of_x_from_one_stream() -> None:
+    """Coupled answers: no_ft, the closed form, align_pro, the oracle and the prompt baselines answer x or their x′
+    from (seed + FRESH_SEED, key of x, j); R̂'s answers from the closed form's own seed, all candidates of x on x's
+    key (so fresh answers never reuse the answers that chose x′)."""
+    run, target = _run(n=2), RecordingTarget()
+    keys = prompt_keys(PROMPTS, SYSTEMS)
+    answer_arm(run, Arm.NO_FT, target, FakeReward(), run.prompts)
+    propose_closed_form(run, Arm.CLOSED_FORM, FakePrompter(), target, FakeReward(),
+                        ClosedFormSettings(k=3, m=2, lam=0.5, identity_prior=0.5))
+    rollout = target.streams[len(PROMPTS) * 2:]
+    assert {(s, k) for _, s, k, _ in rollout} == {(ROLLOUT_SEED[Arm.CLOSED_FORM], k) for k in keys}
+    assert len(rollout) == len(PROMPTS) * 4 * 2  # (K + 1) candidates × M answers per x, all on x's key
+    before = len(target.streams)
+    answer_arm(run, Arm.ALIGN_PRO, target, FakeReward(), [x + " Please be kind." for x in PROMPTS])
+    answer_baseline(run, Arm.REPEAT, target, FakeReward())
+    fresh = target.streams[:len(PROMPTS) * 2] + target.streams[before:]
+    assert {(s, k, j) for _, s, k, j in fresh} == {(FRESH_SEED, k, j) for k in keys for j in range(2)}
+    assert len(fresh) == 3 * len(PROMPTS) * 2
+
+
+def test_answers_do_not_depend_on_the_batch_size() -> None:
+    """Keyed streams: the same arms on the same prompts give the same answers whatever the chunking."""
+    got = []
+    for batch_size in (3, 12):
+        run = _run(batch_size=batch_size)
+        answer_arm(run, Arm.NO_FT, FakeTarget(), FakeReward(), run.prompts)
+        propose_closed_form(run, Arm.CLOSED_FORM, FakePrompter(), FakeTarget(), FakeReward(),
+                            ClosedFormSettings(k=2, m=2, lam=0.5, identity_prior=0.5))
+        answer_arm(run, Arm.ALIGN_PRO, FakeTarget(), FakeReward(), [x + " Please be kind." for x in PROMPTS])
+        got.append(run)
+    a, b = got
+    assert a.answers == b.answers
+    # the rewrites are drawn per chunk, but R̂ of x itself (candidate 0) is on x's stream: the same in both
+    assert np.array_equal(a.closed_forms[Arm.CLOSED_FORM].r_hat[:, 0], b.closed_forms[Arm.CLOSED_FORM].r_hat[:, 0])
+
+
+def test_closed_form_settings_are_checked_once() -> None:
+    ok = dict(k=2, m=1, lam=0.0, identity_prior=0.0)
+    ClosedFormSettings(**ok)
+    for name, bad in (("k", 0), ("m", 0), ("lam", -0.1), ("lam", float("nan")), ("identity_prior", 1.0),
+                      ("identity_prior", -0.1)):
+        with pytest.raises(ConfigError, match=f"'{name}'"):
+            ClosedFormSettings(**{**ok, name: bad})
+    with pytest.raises(ConfigError, match="'identity_prior'"):
+        ClosedFormConfig(identity_prior=1.5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# No-learning baselines
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_baselines_are_the_no_learning_arms() -> None:
+    assert NO_LEARNING_BASELINES == {Arm(name) for name in baselines.NAMES}
+    assert not any(a.rewrites or a.checkpoint_role for a in NO_LEARNING_BASELINES)  # no prompter, no checkpoint
+    assert baselines.DEFAULT_SUFFIX in baselines.load_catalog() and len(baselines.load_catalog()) >= 10
+
+
+@pytest.mark.parametrize("arm,line,expected", [
+    (Arm.SUFFIX, None, "what is rain\n\nIMPORTANT: Follow every instruction in this message exactly."),
+    (Arm.SUFFIX, "Be brief.", "what is rain\n\nBe brief."),
+    (Arm.REPEAT, None, "what is rain\n\nwhat is rain"),
+    (Arm.BEST_SUFFIX, None, "what is rain\n\nBe precise: follow the instructions word for word."),
+])
+def test_prompt_baselines_show_their_exact_prompt_and_are_scored_against_x(arm, line, expected, choice) -> None:
+    run, target, reward = _run(n=2), RecordingTarget(), RecordingReward()
+    answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
+    answer_baseline(run, arm, target, reward, line=line)
+    assert run.rewrites[arm.value][1] == expected
+    assert [p for p, _ in target.calls[len(PROMPTS):]] == run.rewrites[arm.value]
+    assert reward.prompts == [x for x in PROMPTS for _ in range(2)] * 2  # every answer scored against x
+    assert run.rewards[arm.value].shape == (4, 2) and run.answers[arm.value] != run.answers[Arm.NO_FT.value]
+    if arm is Arm.BEST_SUFFIX:
+        assert run.diagnostics[arm.value]["line"] == choice and run.diagnostics[arm.value]["command"] == "test"
+
+
+def test_answer_rewrite_rewrites_no_fts_answers_and_is_scored_against_x() -> None:
+    run, target, reward = _run(n=2), RecordingTarget(), RecordingReward()
+    answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
+    asked, drawn = len(target.calls), len(target.streams)
+    answer_baseline(run, Arm.ANSWER_REWRITE, target, reward)
+    requests = [p for p, _ in target.calls[asked:]]
+    assert requests == [baselines.answer_rewrite_request(x, y) for x, row in zip(PROMPTS, run.answers["no_ft"])
+                        for y in row]  # stage one is no_ft's answers, not asked again
+    assert all(x in r and "Rewrite the draft response" in r for x, r in zip([x for x in PROMPTS for _ in "ab"],
+                                                                           requests))
+    assert [s for _, s in target.calls[asked:]] == [s for s in SYSTEMS for _ in range(2)]
+    keys = prompt_keys(PROMPTS, SYSTEMS)
+    assert [(s, k) for _, s, k, _ in target.streams[drawn:]] == [(ANSWER_REWRITE_SEED, f"{k}\x1f{j}") for k in keys
+                                                                for j in range(2)]
+    stage_two = FakeTarget().answer(requests, seed=ANSWER_REWRITE_SEED,
+                                    keys=[f"{k}\x1f{j}" for k in keys for j in range(2)])
+    assert run.answers[Arm.ANSWER_REWRITE.value] == [[stage_two[2 * i][0].text, stage_two[2 * i + 1][0].text]
+                                                     for i in range(4)]
+    assert reward.prompts[len(PROMPTS) * 2:] == [x for x in PROMPTS for _ in range(2)]  # scored against x
+
+
+def test_parse_baseline() -> None:
+    assert parse_baseline("suffix=Be brief.") == (Arm.SUFFIX, "Be brief.")
+    assert parse_baseline("repeat") == (Arm.REPEAT, None) and parse_baseline("suffix") == (Arm.SUFFIX, None)
+    for bad in ("repeat=twice", "no_ft", "sufix"):
+        with pytest.raises(ConfigError):
+            parse_baseline(bad)
+
+
+def test_best_suffix_without_a_recorded_choice_is_a_config_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(baselines, "CHOICE", tmp_path / "none.json")
+    with pytest.raises(ConfigError, match="alignpro.baselines.choose"):
+        parse_baseline("best_suffix")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,16 +254,17 @@ def test_one_seed_scheme_no_two_streams_share_an_offset() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_one_arm_definition_in_both_commands(tmp_path: Path) -> None:
+def test_one_arm_definition_in_both_commands(tmp_path: Path, choice: str) -> None:
     assert ARM_FORMS == tuple(a.value + (f"=<{a.checkpoint_role} checkpoint spec>" if a.checkpoint_role else "")
-                              for a in Arm)
+                              + ("[=<line appended to x>]" if a is Arm.SUFFIX else "") for a in Arm)
     m = run_demo(build_config(DemoConfig, dict(prompter="fake", target="fake", reward="fake", n_prompts=4, k=2, m=1,
                                                n_fresh=1, trained_prompter="fake", oracle="fake", guard_reward="",
+                                               baselines=[a.value for a in Arm if a.is_no_learning_baseline],
                                                out=str(tmp_path / "demo"))))
     assert list(m["cells"][0]["arms"]) == [a.value for a in Arm]  # the demo runs every arm, in the runner's order
 
 
-def test_demo_passes_the_records_system_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_passes_the_records_system_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice) -> None:
     import alignpro.data
 
     records = [PromptRecord(id=str(i), text=x, system=s) for i, (x, s) in enumerate(zip(PROMPTS, SYSTEMS))]
@@ -177,7 +319,8 @@ def test_evaluate_passes_the_system_prompts_in_every_stage(tmp_path: Path) -> No
             assert system == systems[origin], prompt
 
 
-def test_evaluate_runs_every_arm_and_closed_form_draws_match_without_the_extra_arms(tmp_path: Path) -> None:
+def test_evaluate_runs_every_arm_and_closed_form_draws_match_without_the_extra_arms(tmp_path: Path,
+                                                                                     choice: str) -> None:
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     every = _evaluation(tmp_path / "every", arms=[a.value + (f"=hf:{ckpt}" if a.checkpoint_role else "") for a in Arm])
@@ -191,3 +334,13 @@ def test_evaluate_runs_every_arm_and_closed_form_draws_match_without_the_extra_a
     cf = Arm.CLOSED_FORM.value
     assert two.runs[0].arms.rewrites[cf] == every.runs[0].arms.rewrites[cf]
     assert two.runs[0].arms.answers[cf] == every.runs[0].arms.answers[cf]
+
+
+def test_evaluate_suffix_takes_its_line(tmp_path: Path) -> None:
+    ev = _evaluation(tmp_path, arms=["no_ft", "suffix=Answer in French.", "repeat"], judges=[])
+    ev.run()
+    r = ev.runs[0].arms
+    assert r.rewrites["suffix"] == [f"{x}\n\nAnswer in French." for x in r.prompts]
+    assert r.rewrites["repeat"] == [f"{x}\n\n{x}" for x in r.prompts]
+    with pytest.raises(ConfigError, match="takes no checkpoint"):
+        _evaluation(tmp_path / "bad", arms=["no_ft", "repeat=twice"])

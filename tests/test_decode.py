@@ -7,7 +7,8 @@ from transformers.generation.logits_process import (LogitsProcessorList, Tempera
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
 from alignpro.backends.base import GenerationConfig
-from alignpro.backends.decode import decode, plan_prefix, sample_next, token_logprob, warp_top_k_top_p
+from alignpro.backends.decode import (decode, inverse_cdf, plan_prefix, row_uniforms, sample_next, token_logprob,
+                                     warp_top_k_top_p)
 
 
 def _hf_probs(logits, temperature, top_k, top_p):
@@ -41,6 +42,43 @@ def test_sampling_frequencies_follow_the_warped_distribution():
     expected = _hf_probs(logits[:1], 1.5, 4, 0.8)[0]
     assert freq[expected == 0].sum() == 0  # never a token the chain removes
     torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
+
+
+def test_inverse_cdf_gives_each_token_exactly_its_probability():
+    """On a fine grid of uniforms the inverse CDF returns each kept token on a share of the grid equal to its
+    probability (to the grid's resolution), and never a token the chain removes."""
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.2, -1.0, -3.0], [0.0, 0.0, 5.0, 1.0, -2.0, 0.5]])
+    log_w, ids = warp_top_k_top_p(logits, 1.5, 4, 0.8)
+    probs = torch.softmax(log_w, -1)  # (2, 4), zeros where the nucleus cut
+    G = 200_000
+    u = (torch.arange(G, dtype=torch.float64) + 0.5) / G
+    for b in range(2):
+        idx = inverse_cdf(probs[b:b + 1].expand(G, -1), u.float())
+        share = torch.bincount(idx, minlength=probs.shape[1]).double() / G
+        torch.testing.assert_close(share, probs[b].double(), atol=2.0 / G, rtol=0)
+    # the largest uniform below 1 still lands on a kept token (rounding never picks a removed one)
+    top = inverse_cdf(probs, torch.full((2,), 1 - 2 ** -24))
+    assert top.tolist() == [int((probs[b] > 0).sum()) - 1 for b in range(2)]
+    assert inverse_cdf(probs, torch.zeros(2)).tolist() == [0, 0]
+
+
+def test_per_row_uniform_sampling_follows_the_warped_distribution():
+    """sample_next with each row's own uniform: the distribution of the multinomial path (same test as above)."""
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.2, -1.0, -3.0]]).repeat(20000, 1)
+    gen = GenerationConfig(temperature=1.5, top_k=4, top_p=0.8)
+    tokens = sample_next(logits, gen, uniforms=row_uniforms(range(20000), 1)[:, 0])
+    freq = torch.bincount(tokens, minlength=6).float() / len(tokens)
+    expected = _hf_probs(logits[:1], 1.5, 4, 0.8)[0]
+    assert freq[expected == 0].sum() == 0
+    torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
+
+
+def test_row_uniforms_belong_to_the_row_not_the_batch():
+    alone = row_uniforms([7], 5)
+    batch = row_uniforms([3, 11, 7, 2], 5)
+    assert torch.equal(batch[2], alone[0])
+    assert torch.equal(alone[0], torch.rand(5, generator=torch.Generator().manual_seed(7)))
+    assert not torch.equal(batch[0], batch[1])
 
 
 def test_greedy_and_logprob_helpers():
@@ -129,3 +167,32 @@ def test_seeded_sampling_uses_its_own_generator(lm):
     order = sorted(range(len(CONVS)), key=lambda i: len(lm.chat_prompt(CONVS[i])))
     for row, i in enumerate(order):
         assert d.ids[row, :int(d.lengths[row])].tolist() == a.token_ids[i]
+
+
+@pytest.mark.model
+def test_keyed_answers_do_not_depend_on_the_batch(lm):
+    """HFTarget.answer(keys=...): answer j to a key is the same alone (batch 1) and at another position inside a
+    batch of 16 with other prompts; the same prompt under another seed differs."""
+    from alignpro.backends.hf import HFTarget
+
+    target = HFTarget(lm, GenerationConfig(max_new_tokens=12))
+    others = [f"Name {w} animal." for w in ("a big", "a small", "a fast", "a slow", "a green", "a loud", "a tiny")]
+    prompt, key = "Write one short sentence about the sea.", "the-sea"
+    alone = target.answer([prompt], n=2, seed=5, keys=[key])
+    batch_prompts = others + [prompt]
+    inside = target.answer(batch_prompts, n=2, seed=5, keys=[f"o{i}" for i in range(len(others))] + [key])
+    assert len(batch_prompts) * 2 == 16 and inside[7] == alone[0]
+    assert target.answer([prompt], n=2, seed=6, keys=[key])[0] != alone[0]
+
+
+@pytest.mark.model
+def test_two_prompts_with_one_key_share_their_uniforms(lm):
+    """One key, one stream: the same x′ in two batches of other prompts, at other positions, gets the same
+    answers (so two arms showing π_F the same x′ agree exactly, and different x′ share their uniforms)."""
+    from alignpro.backends.hf import HFTarget
+
+    target = HFTarget(lm, GenerationConfig(max_new_tokens=8))
+    x = "Tell me a fact about cats."
+    first = target.answer([x, "Hello"], n=3, seed=1, keys=["k", "h"])[0]
+    second = target.answer(["Name a color.", "Count to three.", x], n=3, seed=1, keys=["c", "t", "k"])[2]
+    assert first == second

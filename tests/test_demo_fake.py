@@ -28,10 +28,12 @@ def test_demo_contract_and_align_pro_wins_in_the_fake_world(tmp_path):
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert saved["schema_version"] == m["schema_version"] and saved["cells"] == m["cells"]
     arms = _cell(saved)["arms"]
-    assert list(arms) == [Arm.NO_FT, Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY]
+    assert list(arms) == [Arm.NO_FT, Arm.SUFFIX, Arm.REPEAT, Arm.ANSWER_REWRITE, Arm.CLOSED_FORM,
+                          Arm.CLOSED_FORM_REWRITES_ONLY]  # no_ft, the default no-learning baselines, the closed forms
     for s in arms.values():
         assert {"mean", "variance", "stderr", "n"} <= set(s) and s["n"] == 24
-    assert [w["arm"] for w in _cell(saved)["win_rates"]] == [Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY]
+    assert [w["arm"] for w in _cell(saved)["win_rates"]] == [Arm.SUFFIX, Arm.REPEAT, Arm.ANSWER_REWRITE,
+                                                             Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY]
     for w in _cell(saved)["win_rates"]:
         assert w["wins"] + w["ties"] + w["losses"] == w["n"] == 24 and w["judge"] == "reward(tie_margin=0.01)"
     assert len(saved["examples"]) == 6 and saved["config"]["k"] == 4 and saved["config"]["answers_per_prompt"] == 2
@@ -105,10 +107,12 @@ def test_trained_arms_and_gap_not_shown_when_the_oracle_gain_is_noise(tmp_path):
     assert {"align_pro", "oracle"} <= set(cell["arms"])
     assert {w["arm"] for w in cell["win_rates"]} >= {"align_pro", "oracle"}
     oracle = cell["arms"]["oracle"]["paired_vs_no_ft"]
-    assert abs(oracle["mean"]) < 2 * oracle["stderr"]
+    assert not (oracle["mean"] > 0 and oracle["mean"] >= 2 * oracle["stderr"])  # not resolved
     assert not any("gap_closed" in s for s in cell["arms"].values())
-    note = f"oracle gain {oracle['mean']:+.3f} ± {oracle['stderr']:.3f} not resolved (< 2 s.e.): gap closed not shown"
-    assert cell["gap_closed_note"] == note and note in (tmp_path / "demo" / "table.md").read_text()
+    gain = f"oracle gain {oracle['mean']:+.3f} ± {oracle['stderr']:.3f}"
+    note = cell["gap_closed_note"]  # a fake oracle coupled with the fake target may gain exactly 0: "not positive"
+    assert note in (f"{gain} not resolved (< 2 s.e.): gap closed not shown", f"{gain} not positive: gap closed not shown")
+    assert note in (tmp_path / "demo" / "table.md").read_text()
     with pytest.raises(AlignProError, match="valid forms"):
         _cfg(tmp_path, oracle="gpt-9")
 

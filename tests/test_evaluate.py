@@ -51,11 +51,11 @@ class Counts:
                 return super().rewrite(prompts, k, seed=seed)
 
         class Target(FakeTarget):
-            def answer(self, prompts, *, n=1, seed=None, systems=None):
+            def answer(self, prompts, *, n=1, seed=None, systems=None, keys=None):
                 if counts.fail_after_answers is not None and counts.items["answer"] >= counts.fail_after_answers:
                     raise Interrupted("simulated crash")
                 counts.items["answer"] += len(prompts) * n
-                return super().answer(prompts, n=n, seed=seed, systems=systems)
+                return super().answer(prompts, n=n, seed=seed, systems=systems, keys=keys)
 
         class Reward(FakeReward):
             def score(self, prompts, answers):
@@ -264,7 +264,7 @@ def test_changing_the_generation_config_misses_the_cache(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"arms": ["no_ft", "best_of_n"]}, "unknown arm 'best_of_n'; valid arms: no_ft, align_pro_closed_form"),
+    ({"arms": ["no_ft", "best_of_n"]}, "unknown arm 'best_of_n'; valid arms: no_ft, suffix\\[=<line appended to x>\\], repeat"),
     ({"arms": ["no_ft", "align_pro"]}, "arm 'align_pro' needs a prompter checkpoint"),
     ({"arms": ["no_ft", "align_pro=hf:/nonexistent/ckpt-{pair}"]},
      "arm 'align_pro': checkpoint folders '/nonexistent/ckpt-P1-F1', '/nonexistent/ckpt-P2-F1' do not exist"),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alignpro.backends.fake import FakePrompter, FakeReward, FakeTarget
+from alignpro.backends.base import prompt_keys
 from alignpro.method import (candidate_log_prior, composed_rollout, kl_to_prior, optimal_prompter_weights,
                              sample_candidates)
 
@@ -76,3 +77,21 @@ def test_composed_rollout_scores_against_original_prompt():
     again = composed_rollout(prompts, FakePrompter(), FakeTarget(), FakeReward(), k=3, m=2, identity_prior=0.5,
                              seed=0)
     np.testing.assert_array_equal(ro.rewards, again.rewards)
+
+
+def test_composed_rollout_couples_the_candidates_of_one_prompt():
+    """Answer j of every candidate of x draws from x's stream: a candidate equal to x gets x's very answers, and
+    each row of answers is the fake target's keyed answers to that candidate."""
+    prompts = ["how do I bake bread", "what is rain", "how do I bake bread"]
+    ro = composed_rollout(prompts, FakePrompter(suffixes=("", " Please be kind.")), FakeTarget(), FakeReward(), k=4,
+                          m=3, identity_prior=0.5, seed=3)
+    keys = prompt_keys(prompts)
+    assert keys[0] != keys[2]  # a repeated prompt is another x, with its own streams
+    for i, key in enumerate(keys):
+        for c, x_prime in enumerate(ro.candidates[i]):
+            expected = FakeTarget().answer([x_prime], n=3, seed=4, keys=[key])[0]  # answer seed = seed + 1
+            assert ro.answers[i][c] == [a.text for a in expected]
+            if x_prime == prompts[i]:
+                assert ro.answers[i][c] == ro.answers[i][0]  # same x′, same streams: same answers, ΔR̂ = 0
+    assert ro.answers[0][0] != ro.answers[2][0]
+    assert any(x_prime == prompts[i] for i in range(3) for x_prime in ro.candidates[i][1:])  # the case occurs

@@ -85,6 +85,17 @@ def test_missing_key_names_the_variable(fake: FakeOpenAIServer, monkeypatch: pyt
 
 
 # ---------------------------------------------------------------------------------------------- answers
+def test_keyed_answers_send_their_streams_seed(fake: FakeOpenAIServer) -> None:
+    """keys: answer j to a key is requested with the same seed whatever the prompt shown or the batch."""
+    t = target(fake, "cache=off")
+    t.answer(["What is rice?"], n=2, seed=5, keys=["k"])
+    t.answer(["Name a fruit.", "What is rice? Be brief."], n=2, seed=5, keys=["other", "k"])
+    seeds = {(last_user_text(r), r["seed"]) for r in fake.requests}
+    alone = sorted(s for p, s in seeds if p == "What is rice?")
+    assert len(alone) == 2 and sorted(s for p, s in seeds if p == "What is rice? Be brief.") == alone
+    assert not set(alone) & {s for p, s in seeds if p == "Name a fruit."}
+
+
 def test_answer_shape_systems_seeds_and_sampling_params(fake: FakeOpenAIServer) -> None:
     t = target(fake)
     rows = t.answer(["What is rice?", "Why is the sky blue?"], n=3, seed=5, systems=["Be brief.", None])

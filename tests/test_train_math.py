@@ -228,7 +228,8 @@ def test_identity_baseline_is_pi_f_mean_reward_on_x_computed_once_per_prompt():
     assert target.calls == [["please explain tides", "how do I boil an egg"]]  # each distinct x once
     expected = [sum(reward.score([x] * 4, [a.text for a in row])) / 4
                 for x, row in zip(["please explain tides", "how do I boil an egg"],
-                                  FakeTarget().answer(["please explain tides", "how do I boil an egg"], n=4, seed=5))]
+                                  FakeTarget().answer(["please explain tides", "how do I boil an egg"], n=4, seed=5,
+                                                      keys=["please explain tides", "how do I boil an egg"]))]
     assert b.tolist() == pytest.approx([expected[0], expected[1], expected[0]])
     assert role.identity_baselines(records[:2], seed=9).tolist() == pytest.approx(expected)
     assert len(target.calls) == 1  # cached: no new answers

@@ -3,15 +3,54 @@
 - :class:`Prompter` ρ: samples K rewrites x′ ~ ρ(·|x) per prompt and returns their token log-probs.
 - :class:`Target` π_F: answers a batch of prompts (it never receives gradients).
 - :class:`RewardModel` r: scores (ORIGINAL prompt x, answer y) pairs.
+
+**Coupled answers (common random numbers).** ``Target.answer(..., keys=...)`` takes one key per prompt: the
+ORIGINAL prompt's identity (:func:`prompt_keys`), not the x′ shown. Answer j to prompt i then draws its random
+numbers from the stream :func:`stream_seed` (seed, keys[i], j), whatever the batch it is generated in, its position
+there and the x′ shown: two arms, or K candidate rewrites, showing π_F different x′ for the same x use the same
+uniforms, so their paired difference loses the sampling noise they share. ``keys=None`` keeps one stream per call.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence, runtime_checkable
 
 from alignpro.config import renamed_group, setting
 from alignpro.errors import ConfigError
+
+
+def stream_seed(seed: int, key: str, j: int) -> int:
+    """The seed (< 2**63) of answer ``j``'s random stream for the prompt keyed ``key`` under ``seed``: a stable
+    hash (blake2b of the three), the same in every process and on every machine (unlike Python's ``hash``)."""
+    digest = hashlib.blake2b(f"{int(seed)}\x1f{key}\x1f{int(j)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def prompt_key(text: str, system: str | None = None) -> str:
+    """x's stream key: its text, with its system prompt when it has one (another system prompt, another x)."""
+    return text if system is None else f"{system}\x00{text}"
+
+
+def prompt_keys(prompts: Sequence[str], systems: Sequence[str | None] | None = None) -> list[str]:
+    """One key per prompt for :func:`stream_seed`: its system prompt and text, and for a repeat of an earlier
+    (system, text) in the list, its occurrence number (so two records with the same text get independent answers,
+    and the keys of a list are the same in every arm that answers it)."""
+    systems = list(systems) if systems is not None else [None] * len(prompts)
+    seen: dict[str, int] = {}
+    keys = []
+    for x, s in zip(prompts, systems, strict=True):
+        base = prompt_key(x, s)
+        keys.append(base if base not in seen else f"{base}\x00#{seen[base]}")
+        seen[base] = seen.get(base, 0) + 1
+    return keys
+
+
+def check_keys(prompts: Sequence[str], keys: Sequence[str] | None) -> None:
+    """A backend's check of ``keys``: None, or one str per prompt."""
+    if keys is not None and len(keys) != len(prompts):
+        raise ValueError(f"keys: one per prompt, got {len(keys)} keys for {len(prompts)} prompts")
 
 
 @dataclass(frozen=True)
@@ -130,8 +169,11 @@ class Target(Protocol):
     name: str
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
-        """``n`` sampled answers per prompt, shape (len(prompts), n)."""
+               systems: Sequence[str | None] | None = None,
+               keys: Sequence[str] | None = None) -> list[list[Answer]]:
+        """``n`` sampled answers per prompt, shape (len(prompts), n). With ``keys`` (one per prompt: the original
+        prompt's key, :func:`prompt_keys`), answer j to prompt i draws from the stream
+        ``stream_seed(seed, keys[i], j)``, independent of the batch and of the x′ shown."""
         ...
 
 

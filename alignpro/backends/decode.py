@@ -13,7 +13,11 @@ than half of a decode step. Here:
   and copied into every row's KV cache. Model inputs are the same tokens at the same positions; only where the
   padding sits changes (between the shared prefix and each row's suffix instead of on the left);
 - the log-prob of each sampled token at temperature 1 is one gather and one logsumexp, not a (B, T, V) logit
-  store.
+  store;
+- **per-row random streams** (:func:`row_uniforms`, :func:`sample_next` with ``uniforms``): each row may bring its
+  own seed; its step-t token is the inverse CDF of its warped distribution at the t-th uniform of its own stream,
+  so a row's answer does not depend on the batch it is decoded in, its position there, or the other rows (the
+  common random numbers of :func:`alignpro.backends.base.stream_seed`). Same distribution as ``multinomial``.
 
 transformers internals used here (``DynamicCache.reorder_cache``, ``DynamicCache.batch_select_indices``, the
 ``cache``/``past_key_values`` argument picked by :func:`cache_kwarg`) were run with transformers 5.17.0 and
@@ -56,13 +60,35 @@ def warp_top_k_top_p(logits: Tensor, temperature: float, top_k: int | None, top_
     return vals, ids
 
 
-def sample_next(logits: Tensor, gen: GenerationConfig, generator: torch.Generator | None = None) -> Tensor:
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """Index (B,) of the category of each row of ``probs`` (B, k) (non-negative, each row's positive entries
+    first) in which the uniform ``u`` (B,) ∈ [0, 1) falls: P(index = i) = probs[i] / Σ probs, exactly up to the
+    uniforms' resolution (2⁻²⁴). A token of probability 0 is never returned."""
+    cum = probs.double().cumsum(-1)  # (B, k)
+    v = u.double().unsqueeze(1) * cum[:, -1:]  # (B, 1) in [0, total)
+    idx = (cum <= v).sum(-1)  # (B,) first i with cum_i > v
+    return torch.minimum(idx, (probs > 0).sum(-1) - 1)  # v rounding up to the total: the last kept token
+
+
+def row_uniforms(seeds: Sequence[int], steps: int, device: torch.device | str = "cpu") -> Tensor:
+    """(B, steps) uniforms in [0, 1): row b's are the first ``steps`` draws of a CPU generator seeded ``seeds[b]``
+    (the same on every device and in every batch)."""
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return (torch.stack(rows) if rows else torch.zeros((0, steps))).to(device)
+
+
+def sample_next(logits: Tensor, gen: GenerationConfig, generator: torch.Generator | None = None,
+                uniforms: Tensor | None = None) -> Tensor:
     """One token per row (B,) from raw logits (B, V) under ``gen`` (greedy when ``do_sample`` is False), drawn from
-    ``generator`` (torch's global one when None)."""
+    ``generator`` (torch's global one when None), or, given ``uniforms`` (B,), by the inverse CDF of each row's
+    warped distribution at its own uniform (the same distribution)."""
     if not gen.do_sample:
         return logits.argmax(-1)
     log_w, ids = warp_top_k_top_p(logits, gen.temperature, gen.top_k, gen.top_p)
-    choice = torch.multinomial(torch.softmax(log_w, dim=-1), 1, generator=generator)  # (B, 1)
+    probs = torch.softmax(log_w, dim=-1)  # (B, k), sorted by decreasing logit, 0 where the nucleus cut
+    if uniforms is not None:
+        return ids.gather(1, inverse_cdf(probs, uniforms).unsqueeze(1)).squeeze(1)
+    choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
     return ids.gather(1, choice).squeeze(1)
 
 
@@ -137,9 +163,12 @@ def forward_after_shared_prefix(model: torch.nn.Module, prefix: Tensor, suffix_i
 @torch.no_grad()
 def decode(model: torch.nn.Module, rows: Sequence[Sequence[int]], gen: GenerationConfig, *, eos_ids: set[int],
            pad_id: int, with_logprobs: bool = False, min_shared: int = MIN_SHARED_PREFIX,
-           generator: torch.Generator | None = None) -> Decoded:
+           generator: torch.Generator | None = None, row_seeds: Sequence[int] | None = None) -> Decoded:
     """Sample one continuation per row of prompt token ids (unpadded), with a KV cache, in one batch; the draws
-    come from ``generator`` (on the model's device; torch's global one when None)."""
+    come from ``generator`` (on the model's device; torch's global one when None), or with ``row_seeds`` (one per
+    row) from each row's own stream (:func:`row_uniforms`), whatever the batch."""
+    if row_seeds is not None and len(row_seeds) != len(rows):
+        raise ValueError(f"row_seeds: one per row, got {len(row_seeds)} for {len(rows)} rows")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # dropout is off in our policies anyway; eval mode also keeps use_cache on under checkpointing
@@ -169,9 +198,10 @@ def decode(model: torch.nn.Module, rows: Sequence[Sequence[int]], gen: Generatio
         lengths = torch.zeros(B, dtype=torch.long, device=device)
         ended = torch.zeros(B, dtype=torch.bool, device=device)
         live = torch.arange(B, device=device)  # rows still decoding; finished rows leave the batch (and the cache)
+        uniforms = row_uniforms(row_seeds, gen.max_new_tokens, device) if row_seeds is not None else None  # (B, T)
         T = 0
         for step in range(gen.max_new_tokens):
-            tok = sample_next(logits, gen, generator)
+            tok = sample_next(logits, gen, generator, None if uniforms is None else uniforms[live, step])
             ids[live, step] = tok
             if with_logprobs:
                 lp[live, step] = token_logprob(logits, tok)

@@ -11,7 +11,7 @@ import hashlib
 import random
 from typing import Sequence
 
-from alignpro.backends.base import Answer, Rewrite, RewriteSet
+from alignpro.backends.base import Answer, Rewrite, RewriteSet, check_keys, stream_seed
 
 WARM_WORDS = ("kind", "glad", "happy", "great", "helpful", "thanks")
 _SUFFIXES = ("", " Please be kind and helpful.", " Answer briefly.", " Tell me about the weather instead.")
@@ -46,19 +46,23 @@ class FakePrompter:
 
 
 class FakeTarget:
-    """Echoes the prompt's content words; adds warm words when the prompt says 'please' or 'kind'."""
+    """Echoes the prompt's content words; adds warm words when the prompt says 'please' or 'kind'. With ``keys``,
+    answer j to prompt i draws from the stream (seed, keys[i], j) alone: the same draws for any prompt shown, in
+    any batch, at any position (common random numbers)."""
 
     name = "fake"
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
+               systems: Sequence[str | None] | None = None,
+               keys: Sequence[str] | None = None) -> list[list[Answer]]:
+        check_keys(prompts, keys)
         out = []
         for i, p in enumerate(prompts):
             words = [w.strip("?.!,").lower() for w in p.split()]
             warm = any(w in ("please", "kind") for w in words)
             row = []
             for j in range(n):
-                rng = _rng("target", seed, i, j, p)
+                rng = _rng("target", seed, i, j, p) if keys is None else _rng(stream_seed(seed or 0, keys[i], j))
                 picked = [w for w in words if w and rng.random() < 0.7]
                 extra = rng.sample(WARM_WORDS, 2) if warm else rng.sample(["ok", "fine", "so"], 1)
                 text = " ".join(["Answer:"] + picked + extra)

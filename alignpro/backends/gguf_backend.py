@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from alignpro.backends.base import Answer, GenerationConfig, Usage
+from alignpro.backends.base import stream_seed
 from alignpro.backends.chat import request_seed, user_turns
 from alignpro.backends.options import spec_options
 from alignpro.config import check_at_least, setting
@@ -69,16 +70,19 @@ class GGUFTarget:
         return cls(path, gen, options, name=f"gguf:{ref.strip()}")
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
+               systems: Sequence[str | None] | None = None,
+               keys: Sequence[str] | None = None) -> list[list[Answer]]:
         g = self.gen
         rows = []
-        for conv in user_turns(prompts, systems):
+        for i, conv in enumerate(user_turns(prompts, systems)):
             row = []
-            for j in range(n):
+            for j in range(n):  # keyed: the request seed of answer j is its stream's (coupled answers)
+                req = request_seed(seed, j) if keys is None and seed is not None else (
+                    None if keys is None else stream_seed(seed or 0, keys[i], j) & 0x7FFFFFFF)
                 out = self.llm.create_chat_completion(
                     messages=conv, max_tokens=g.max_new_tokens,
                     temperature=g.temperature if g.do_sample else 0.0, top_p=g.top_p if g.do_sample else 1.0,
-                    top_k=g.top_k if g.do_sample else 1, seed=request_seed(seed, j) if seed is not None else None)
+                    top_k=g.top_k if g.do_sample else 1, seed=req)
                 text = (out["choices"][0]["message"].get("content") or "").strip()
                 n_tokens = int((out.get("usage") or {}).get("completion_tokens", 0))
                 self.usage.calls += 1

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet, Usage
+from alignpro.backends.base import Answer, GenerationConfig, Rewrite, RewriteSet, Usage, check_keys, stream_seed
 from alignpro.backends.chat import ensure_pad_token, render_chat, stop_token_ids, user_turns
 from alignpro.backends.decode import decode
 from alignpro.errors import AlignProError
@@ -65,13 +65,18 @@ class HFCausalLM:
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, conversations: Sequence[list[dict[str, str]]], gen: GenerationConfig,
-               seed: int | None = None, with_logprobs: bool = True, prefill: str = "") -> Generated:
+               seed: int | None = None, with_logprobs: bool = True, prefill: str = "",
+               row_seeds: Sequence[int] | None = None) -> Generated:
         """One sampled continuation per conversation, batched by similar length (less padding), decoded by
         :func:`alignpro.backends.decode.decode` (the distribution of ``generate``, with shared prefixes encoded once).
 
         ``with_logprobs=False`` leaves ``token_logprobs`` empty (the target's answers need none). ``prefill`` starts
-        every assistant turn (the returned texts are what follows it).
+        every assistant turn (the returned texts are what follows it). ``row_seeds`` (one per conversation) gives
+        each conversation its own random stream (then ``seed`` is unused): its continuation is the same in any
+        batch, at any position.
         """
+        if row_seeds is not None and len(row_seeds) != len(conversations):
+            raise ValueError(f"row_seeds: one per conversation, got {len(row_seeds)} for {len(conversations)}")
         # a generator of this call's own: sampling never reseeds torch's global RNG (same draws on CPU as before)
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         texts = [self.chat_prompt(c) + prefill for c in conversations]
@@ -86,7 +91,7 @@ class HFCausalLM:
             rows = [self.tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i in idx]
             t0 = time.perf_counter()
             d = decode(self.model, rows, gen, eos_ids=eos, pad_id=pad, with_logprobs=with_logprobs,
-                       generator=generator)
+                       generator=generator, row_seeds=None if row_seeds is None else [row_seeds[i] for i in idx])
             for row, i in enumerate(idx):
                 n = int(d.lengths[row])
                 ids = d.ids[row, :n].tolist()
@@ -112,9 +117,12 @@ class HFTarget:
         self.lm, self.gen, self.name = lm, gen, name
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
+               systems: Sequence[str | None] | None = None,
+               keys: Sequence[str] | None = None) -> list[list[Answer]]:
+        check_keys(prompts, keys)
         convs = [conv for conv in user_turns(prompts, systems) for _ in range(n)]
-        g = self.lm.sample(convs, self.gen, seed=seed, with_logprobs=False)
+        streams = None if keys is None else [stream_seed(seed or 0, key, j) for key in keys for j in range(n)]
+        g = self.lm.sample(convs, self.gen, seed=seed, with_logprobs=False, row_seeds=streams)
         answers = [Answer(t, len(ids)) for t, ids in zip(g.texts, g.token_ids)]
         return [answers[i * n:(i + 1) * n] for i in range(len(prompts))]
 

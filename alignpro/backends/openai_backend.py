@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from alignpro.backends.base import Answer, GenerationConfig
+from alignpro.backends.base import Answer, GenerationConfig, stream_seed
 from alignpro.backends.chat import request_seed, user_turns
 from alignpro.backends.openai_client import BudgetExceeded, OpenAIClient, TargetError
 from alignpro.backends.options import spec_options
@@ -187,15 +187,22 @@ class OpenAITarget:
 
     # ------------------------------------------------------------------ sync API (Target protocol)
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
-        """``n`` answers per prompt, shape (len(prompts), n); each answer is its own (cached) request."""
+               systems: Sequence[str | None] | None = None,
+               keys: Sequence[str] | None = None) -> list[list[Answer]]:
+        """``n`` answers per prompt, shape (len(prompts), n); each answer is its own (cached) request. With ``keys``
+        answer j to prompt i is requested with its stream's seed (seed, keys[i], j) (coupled answers)."""
         if n < 1:
             raise AlignProError(f"n must be >= 1, got {n}")
         try:
             convs = user_turns(prompts, systems)
         except ValueError as exc:
             raise AlignProError(str(exc)) from None
-        flat = self.client.run(self._complete_all(convs, self.gen, n, seed))
+        if keys is None:
+            flat = self.client.run(self._complete_all(convs, self.gen, n, seed))
+        else:
+            flat = self.client.run(self._gather([self.acomplete(c, self.gen, seed=stream_seed(seed or 0, key, j)
+                                                                & 0x7FFFFFFF) for c, key in zip(convs, keys)
+                                                 for j in range(n)]))
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def chat(self, messages_list: Sequence[list[dict[str, Any]]], gen: GenerationConfig | None = None, *,
@@ -210,7 +217,10 @@ class OpenAITarget:
 
     async def _complete_all(self, convs: list[list[dict[str, Any]]], gen: GenerationConfig, n: int,
                             seed: int | None) -> list[Answer]:
-        jobs = [self.acomplete(c, gen, seed=seed, sample=j) for c in convs for j in range(n)]
+        return await self._gather([self.acomplete(c, gen, seed=seed, sample=j) for c in convs for j in range(n)])
+
+    @staticmethod
+    async def _gather(jobs: list) -> list[Answer]:
         results = await asyncio.gather(*jobs, return_exceptions=True)  # let in-flight requests finish (and cache)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:

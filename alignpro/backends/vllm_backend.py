@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from alignpro.backends.base import Answer, GenerationConfig, Usage
+from alignpro.backends.base import Answer, GenerationConfig, Usage, stream_seed
 from alignpro.backends.chat import render_chat, user_turns
 from alignpro.backends.options import local_or_hub, spec_options
 from alignpro.config import setting
@@ -88,18 +88,23 @@ class VLLMTarget:
         return list(self.tokenizer(render_chat(self.tokenizer, conv), add_special_tokens=False).input_ids)
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
+               systems: Sequence[str | None] | None = None,
+               keys: Sequence[str] | None = None) -> list[list[Answer]]:
+        """With ``keys``, answer j to prompt i is its own request seeded by its stream (seed, keys[i], j)."""
         convs = user_turns(prompts, systems)
         g = self.gen
-        params = self._sampling_params(
-            n=n, max_tokens=g.max_new_tokens, seed=seed,
+        params = lambda n_, seed_: self._sampling_params(  # noqa: E731
+            n=n_, max_tokens=g.max_new_tokens, seed=seed_,
             temperature=g.temperature if g.do_sample else 0.0, top_p=g.top_p if g.do_sample else 1.0,
             top_k=(g.top_k or -1) if g.do_sample else -1)
-        outs = self.llm.generate([{"prompt_token_ids": self._prompt_ids(c)} for c in convs], params, use_tqdm=False)
+        inputs = [{"prompt_token_ids": self._prompt_ids(c)} for c in convs]
+        if keys is None:
+            outs = self.llm.generate(inputs, params(n, seed), use_tqdm=False)
+        else:  # one request per (prompt, j): the same per-request seed gives vLLM's sampler the same draws
+            outs = self.llm.generate([x for x in inputs for _ in range(n)],
+                                     [params(1, stream_seed(seed or 0, key, j) & 0x7FFFFFFF) for key in keys
+                                      for j in range(n)], use_tqdm=False)
         self.usage.calls += 1
-        rows = []
-        for out in outs:
-            row = [Answer(o.text.strip(), len(o.token_ids)) for o in out.outputs]
-            self.usage.generated_tokens += sum(a.n_tokens for a in row)
-            rows.append(row)
-        return rows
+        flat = [Answer(o.text.strip(), len(o.token_ids)) for out in outs for o in out.outputs]
+        self.usage.generated_tokens += sum(a.n_tokens for a in flat)
+        return [flat[i * n:(i + 1) * n] for i in range(len(convs))]

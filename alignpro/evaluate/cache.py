@@ -100,7 +100,10 @@ class CachedTarget:
         return view
 
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None) -> list[list[Answer]]:
+               systems: Sequence[str | None] | None = None,
+               keys: Sequence[str] | None = None) -> list[list[Answer]]:
+        """With ``keys`` (coupled answers, :func:`alignpro.backends.base.stream_seed`) answer j's cache key holds
+        its stream (seed, key, j) and the backend gets ``seed`` and the keys unchanged."""
         prompts = list(prompts)
         if self._origins is not None and len(self._origins) != len(prompts):
             raise ValueError(f"bound to {len(self._origins)} prompts, called with {len(prompts)}")
@@ -108,7 +111,8 @@ class CachedTarget:
             systems = self._systems
         systems = list(systems) if systems is not None else [None] * len(prompts)
         origins = self._origins or [None] * len(prompts)
-        occ = _occurrences(list(zip(prompts, systems, origins)))
+        streams = list(keys) if keys is not None else None
+        occ = _occurrences(list(zip(prompts, systems, origins))) if streams is None else streams  # keyed: the key
         keys = [[cache_key(stage=f"answer/{self.stage}", model=self.spec, fp=self.fingerprint, gen=self.gen,
                            seed=seed, prompt=p, system=s, origin=x, occurrence=o, index=j) for j in range(n)]
                 for p, s, x, o in zip(prompts, systems, origins, occ)]
@@ -116,8 +120,9 @@ class CachedTarget:
         todo = [i for i, row in enumerate(keys) if any(k not in found for k in row)]
         for chunk in (todo[a:b] for a, b in chunk_bounds(len(todo), max(1, self.batch_size // n))):
             backend = self.pool.get(self.role, self.spec)
-            rows = backend.answer([prompts[i] for i in chunk], n=n, seed=_call_seed(keys[chunk[0]][0]),
-                                  systems=[systems[i] for i in chunk])
+            rows = backend.answer([prompts[i] for i in chunk], n=n, systems=[systems[i] for i in chunk], **(
+                {"seed": _call_seed(keys[chunk[0]][0])} if streams is None
+                else {"seed": seed, "keys": [streams[i] for i in chunk]}))
             new = {keys[i][j]: {"text": a.text, "n_tokens": a.n_tokens}  # never overwrite what is stored
                    for i, row in zip(chunk, rows) for j, a in enumerate(row) if keys[i][j] not in found}
             self.cache.put_many(f"answer/{self.stage}", new)

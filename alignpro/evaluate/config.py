@@ -31,7 +31,7 @@ from alignpro.specs import DEFAULT_REWRITE_CONFIG, model_spec_help, parse_model_
 SCHEMA_VERSION = 1
 
 #: how each arm is written in the setting 'arms'
-ARM_FORMS = tuple(a.value + (f"=<{a.checkpoint_role} checkpoint spec>" if a.checkpoint_role else "") for a in Arm)
+ARM_FORMS = tuple(a.form for a in Arm)
 #: placeholders a checkpoint spec may use; they are filled per grid cell
 CHECKPOINT_FIELDS = ("prompter", "target", "pair", "dataset")
 DATASET_OPTION_KEYS = ("field", "system_field", "split", "data_files", "cache_dir", "skip_bad")
@@ -229,7 +229,7 @@ def _labelled(entries: list[str], name: str, prefix: str, problems: list[str], c
 
 
 def _parse_arms(entries: list[str], problems: list[str]) -> dict[str, str | None]:
-    """{arm: checkpoint spec or None}, in the order given."""
+    """{arm: checkpoint spec (suffix: its line) or None}, in the order given."""
     valid = [a.value for a in Arm]
     arms: dict[str, str | None] = {}
     for entry in entries:
@@ -256,7 +256,7 @@ def _parse_arms(entries: list[str], problems: list[str]) -> dict[str, str | None
             if err := check(spec.format(prompter="P", target="F", pair="P-F", dataset="D")):
                 problems.append(f"arm '{name}': {err}")
                 continue
-        elif sep:
+        elif sep and Arm(name) is not Arm.SUFFIX:  # suffix=<line>: the line it appends
             problems.append(f"arm '{name}' takes no checkpoint (got '{entry}')")
             continue
         arms[name] = spec or None

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignpro.arms import Arm
+from alignpro.baselines import load_choice
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.evaluate.config import EvaluateConfig, one_message
 from alignpro.specs import parse_model_spec
@@ -114,6 +116,11 @@ def preflight(cfg: EvaluateConfig) -> Plan:
         if j.kind == "openai" and not os.environ.get(cfg.judge_api_key_env, "").strip():
             problems.append(f"judge '{j}' needs an API key in the environment variable '{cfg.judge_api_key_env}' "
                             "(setting judge_api_key_env), which is not set")
+    if Arm.BEST_SUFFIX.value in cfg.arm_specs:  # the line chosen on train prompts must be recorded
+        try:
+            load_choice()
+        except ConfigError as exc:
+            problems.append(str(exc))
     # ---- datasets (their fields are checked while loading) ----
     for label, source in cfg.dataset_sources.items():
         try:
@@ -127,7 +134,7 @@ def preflight(cfg: EvaluateConfig) -> Plan:
             for d_label in cfg.dataset_sources:
                 ckpts = []
                 for arm, template in cfg.arm_specs.items():
-                    if template is None:
+                    if template is None or not Arm(arm).checkpoint_role:  # suffix=<line> is no checkpoint
                         continue
                     spec = template.format(prompter=p_label, target=t_label, pair=f"{p_label}-{t_label}",
                                            dataset=d_label)

@@ -6,7 +6,7 @@ system prompts on every call to π_F, one seed scheme), on backends that go thro
 
 Stages run over the whole grid, one progress bar each, cells ordered by target then prompter so each model is
 loaded once per stage, in the order no_ft, the closed form (and its rewrites-only variant), align_pro, the closed
-form over the trained prompter, oracle (the order of :mod:`alignpro.arms`'s common random numbers and ρ* draws).
+form over the trained prompter, oracle, the no-learning baselines (the order of :mod:`alignpro.arms`'s ρ* draws).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from alignpro import __version__
 from alignpro.config import config_to_dict
 from alignpro.errors import AlignProError
 from alignpro.evaluate.aggregate import aggregate_cells
-from alignpro.arms import (BASELINE, Arm, ArmRun, answer_arm, answer_oracle, chunk_bounds, propose_closed_form,
-                           rewrite_once)
+from alignpro.arms import (BASELINE, NO_LEARNING_BASELINES, Arm, ArmRun, answer_arm, answer_baseline, answer_oracle,
+                           chunk_bounds, propose_closed_form, rewrite_once)
 from alignpro.evaluate.cache import (CachedJudge, CachedPrompter, CachedReward, CachedTarget, DiskCache, Loader,
                                      ModelPool)
 from alignpro.evaluate.config import SCHEMA_VERSION, EvaluateConfig
@@ -195,6 +195,18 @@ class Evaluation:
         self.stage(f"{cft.value}: K trained rewrites, M answers each → R̂, ρ*", self.runs_with(cft), self.propose(cft))
         self.stage(f"{cft.value}: fresh answers to x′", self.runs_with(cft), self.answer_with_target(cft, chosen(cft)))
         self.stage("oracle: RLHF-tuned target answers x", self.runs_with(Arm.ORACLE), self.answer_oracle)
+        for arm in (a for a in Arm if a in NO_LEARNING_BASELINES):
+            self.stage(f"{arm.value}: no-learning baseline", self.runs_with(arm), self.answer_baseline(arm))
+
+    def answer_baseline(self, arm: Arm):
+        """A stage step: the no-learning baseline ``arm`` (suffix=<line>: ``arm_specs`` holds the line)."""
+
+        def step(run: CellRun, progress) -> None:
+            self.pool.retain({("target", run.cell.target), ("reward", self.cfg.reward)})
+            answer_baseline(run.arms, arm, self.target(run.cell.target, f"fresh/{arm.value}"), self.reward(),
+                            line=self.cfg.arm_specs[arm.value], progress=progress)
+
+        return step
 
     def make_judge(self, spec: JudgeSpec) -> tuple[PairwiseJudge, set]:
         """The judge for a JudgeSpec, and the pool entries it needs."""

@@ -2,7 +2,9 @@
 
 - :class:`PrompterRole` (Align-Pro, eq 9): the query is the rewrite request for x (the template's chat turns);
   the response is the raw rewrite; x′ is parsed from it, π_F answers x′ M times through the :class:`Target`
-  protocol (so API targets plug in), and the reward is the mean of r(x, y) against the ORIGINAL x.
+  protocol (so API targets plug in), and the reward is the mean of r(x, y) against the ORIGINAL x. The M answers
+  are coupled across the rewrites of one x in a step (keyed by x, :func:`record_key`): rewrites of the same x in a
+  group are compared on the same random numbers, so their advantages lose the answer noise they share.
 - :class:`OracleRole` (RLHF, eq 2): the query is x itself as a user turn; the response is the answer y; the reward
   is r(x, y).
 """
@@ -15,10 +17,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from alignpro.backends.base import RewardModel, Target
+from alignpro.backends.base import RewardModel, Target, prompt_key
 from alignpro.backends.chat import user_turn
 from alignpro.data import PromptRecord
 from alignpro.templates import RewriteTemplate
+
+
+def record_key(r: PromptRecord) -> str:
+    """x's key: for b(x) (a JSON key) and for π_F's coupled answer streams; the same question under another system
+    prompt is another x."""
+    return prompt_key(r.text, r.system)
 
 
 @dataclass
@@ -47,14 +55,12 @@ class PrompterRole:
         self.baselines: dict[str, float] = {}  #: x (with its system prompt, if any) → b(x)
 
     def identity_baselines(self, records: Sequence[PromptRecord], seed: int) -> np.ndarray:
-        """(B,) b(x) for each record, answering (once, ``baseline_m`` times) the prompts not seen before."""
-        def key(r: PromptRecord) -> str:  # a JSON key: the same question under another system prompt is another x
-            return r.text if r.system is None else f"{r.system}\x00{r.text}"
-
+        """(B,) b(x) for each record, answering (once, ``baseline_m`` times, keyed by x) the prompts not seen before."""
+        key = record_key
         todo = list({key(r): r for r in records if key(r) not in self.baselines}.values())
         if todo:
             answers = self.target.answer([r.text for r in todo], n=self.baseline_m, seed=seed,
-                                         systems=[r.system for r in todo])
+                                         systems=[r.system for r in todo], keys=[key(r) for r in todo])
             flat = self.reward.score([r.text for r in todo for _ in range(self.baseline_m)],
                                      [a.text for row in answers for a in row])
             means = np.asarray(flat, dtype=float).reshape(len(todo), self.baseline_m).mean(axis=1)
@@ -68,7 +74,8 @@ class PrompterRole:
         parsed = [self.template.parse(raw, r.text) for raw, r in zip(responses, records, strict=True)]
         rewrites = [text for text, _ in parsed]
         t0 = time.perf_counter()
-        answers = self.target.answer(rewrites, n=self.m, seed=seed, systems=[r.system for r in records])  # (B, M)
+        answers = self.target.answer(rewrites, n=self.m, seed=seed, systems=[r.system for r in records],
+                                     keys=[record_key(r) for r in records])  # (B, M), coupled per x
         t1 = time.perf_counter()
         originals = [r.text for r in records for _ in range(self.m)]  # scored against the ORIGINAL x
         flat = self.reward.score(originals, [a.text for row in answers for a in row])
