@@ -60,7 +60,7 @@ def test_hf_reward_tiny_random_classifier(tmp_path, smollm2_path):
     assert alone[0] == pytest.approx(s[1], abs=1e-5)
     # ... and as plain "User:/Assistant:" turns by a tokenizer without one
     rm.tokenizer.chat_template = None
-    assert rm.render("hi there", "hello") == "User: hi there\nAssistant: hello"
+    assert rm.render("hi there", "hello") == "user: hi there\nassistant: hello\n"  # the one renderer's fallback
 
 
 def test_hf_reward_missing_path_is_clear(tmp_path):
