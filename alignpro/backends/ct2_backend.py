@@ -114,7 +114,8 @@ class CT2LM:
         import os
 
         o = self.options
-        return o.intra_threads or max(1, (os.cpu_count() or 1) // o.inter_threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return o.intra_threads or max(1, cores // o.inter_threads)
 
     def _replica(self, seed: int | None, intra_threads: int | None = None):
         """A fresh copy of the model with one worker thread; with ``seed``, its random generator seeded now."""
