@@ -210,7 +210,8 @@ class CT2Target(HFTarget):
     def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
                systems: Sequence[str | None] | None = None,
                keys: Sequence[str] | None = None) -> list[list[Answer]]:
-        """``n`` answers per prompt; with ``keys``, answer j to prompt i from the stream stream_seed(seed, keys[i], j)."""
+        """``n`` answers per prompt; with ``keys``, answer j to prompt i from the stream
+        ``stream_seed(seed, keys[i], j)``."""
         convs = [conv for conv in user_turns(prompts, systems) for _ in range(n)]
         streams = None
         if keys is not None:

@@ -59,7 +59,8 @@ CT2_COMPUTE_TYPES = ("int8", "int8_float32", "float32")
 
 @dataclass
 class LocalOptions:
-    """Options of a local model spec (``smollm2``, ``hf:``), written after ``?``: ``smollm2?engine=ct2&inter_threads=2``.
+    """Options of a local model spec (``smollm2``, ``hf:``), written after ``?``:
+    ``smollm2?engine=ct2&inter_threads=2``.
     They choose how π_F's answers and ρ's rewrites are generated; training always runs the torch model."""
 
     engine: str = setting(DEFAULT_ENGINE, "torch (the reference) | ct2 (CTranslate2, CPU) | vllm (a CUDA GPU)")
