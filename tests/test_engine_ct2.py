@@ -262,6 +262,8 @@ def test_engine_option_in_specs() -> None:
         parse_model_spec("fake?engine=ct2")
     with pytest.raises(AlignProError, match="engine 'vllm' can only answer"):
         make_prompter("smollm2?engine=vllm")
+    with pytest.raises(AlignProError, match="engine ct2 converts a local model folder; 'org/none' is none"):
+        make_target("hf:org/none?engine=ct2")
 
 
 def test_an_unknown_engine_exits_2_from_the_cli(tmp_path) -> None:

@@ -56,6 +56,9 @@ def ct2_folder(folder: str | Path, compute_type: str = "int8") -> Path:
     ``$ALIGNPRO_HOME/ct2`` with weights of ``compute_type``, keyed by the merged weights' hash and the CTranslate2
     version. It holds the tokenizer and :data:`ENGINE_INFO` (the stop tokens, the source)."""
     ct2 = import_ct2(str(folder))
+    if not Path(folder).is_dir():
+        raise AlignProError(f"engine ct2 converts a local model folder; '{folder}' is none (a hub id: download it "
+                            f"first, then give its path)")
     source = merged_folder(folder)
     key = weights_key(source)
 
