@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--answers", type=int, default=4, help="--engines: answers per prompt")
+    ap.add_argument("--runs", default="", help="--engines: which of ENGINE_RUNS, e.g. 0,1 (default: all)")
     ap.add_argument("--engines", action="store_true", help="compare π_F's engines instead (see the module doc)")
     ap.add_argument("--coupled-prompts", type=int, default=4, help="--engines: prompts answered with per-row streams")
     ap.add_argument("--train-steps", type=int, default=1, help="--engines: prompter training steps per target (0: none)")
@@ -162,22 +163,23 @@ def compare_engines(args) -> None:
     from alignpro.data import builtin_prompts
 
     prompts = [r.text for r in builtin_prompts("train")][: args.n_prompts]
-    n = args.answers
-    runs = [dict(answer_run(spec, b, prompts, n, args.seed), label=label) for label, spec, b in ENGINE_RUNS]
+    n, threads = args.answers, torch.get_num_threads()  # (training below sets its own)
+    chosen = [ENGINE_RUNS[int(i)] for i in args.runs.split(",")] if args.runs else list(ENGINE_RUNS)
+    runs = [dict(answer_run(spec, b, prompts, n, args.seed), label=label) for label, spec, b in chosen]
     few = prompts[: args.coupled_prompts]
+    pairs = (ENGINE_RUNS[0], ENGINE_RUNS[3]) if few else ()
     coupled = [dict(answer_run(spec, b, few, n, args.seed, coupled=True), label=label + ", per-row streams")
-               for label, spec, b in (ENGINE_RUNS[0], ENGINE_RUNS[3])]
-    uncoupled_few = [dict(answer_run(spec, b, few, n, args.seed), label=label) for label, spec, b in
-                     (ENGINE_RUNS[0], ENGINE_RUNS[3])]
+               for label, spec, b in pairs]
+    uncoupled_few = [dict(answer_run(spec, b, few, n, args.seed), label=label) for label, spec, b in pairs]
     ref = runs[0]["tokens_per_s"]
     fast = max(runs[1:], key=lambda r: r["tokens_per_s"])
     steps = ([train_step_run(spec, args.train_steps, args.seed) for spec in (runs[0]["spec"], fast["spec"])]
              if args.train_steps else [])
     result = {"answers": runs, "coupled": coupled, "uncoupled_same_prompts": uncoupled_few, "train_steps": steps,
-              "n_prompts": len(prompts), "n": n, "coupled_prompts": len(few), "torch_threads": torch.get_num_threads(),
+              "n_prompts": len(prompts), "n": n, "coupled_prompts": len(few), "torch_threads": threads,
               "ratio_best_ct2_to_torch": fast["tokens_per_s"] / ref}
     print(f"π_F's answers: {len(prompts)} train prompts × {n} answers, ≤ 128 tokens, paper sampling; "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {threads}")
     for r in runs + uncoupled_few + coupled:
         if "tokens_per_s" not in r:
             print(f"{r['label']:50s} {r['how']}")
