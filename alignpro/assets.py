@@ -4,7 +4,11 @@
 dequantises it to fp32 on load (~30 s); we save that once as a safetensors folder under ``$ALIGNPRO_HOME``
 (default ``~/.cache/alignpro``) and load the folder (~3 s) from then on.
 
-The conversion is safe against two processes converting at once (an exclusive file lock) and against a
+The same once-only conversion (:func:`convert_once`) keeps a LoRA adapter merged into its base
+(:func:`merged_folder`) and the CTranslate2 copy of a model (:mod:`alignpro.backends.ct2_backend`), each keyed by
+a hash of the weights files (:func:`weights_key`).
+
+Every conversion is safe against two processes converting at once (an exclusive file lock) and against a
 half-written folder (it is written to a temporary folder and renamed atomically into place; a folder is used
 only if it holds the completion marker).
 """
@@ -12,14 +16,16 @@ only if it holds the completion marker).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from alignpro.errors import AlignProError
 
@@ -62,30 +68,21 @@ def is_complete(folder: Path) -> bool:
     return (folder / _DONE).is_file()
 
 
-def convert_gguf_to_folder(gguf: Path, target: Path) -> Path:
-    """Dequantise ``gguf`` with transformers and save model + tokenizer as a safetensors folder at ``target``.
+def convert_once(target: Path, write: Callable[[Path], str]) -> Path:
+    """The folder ``target``, filled by ``write(folder)`` (which returns a note for the completion marker) once.
 
     Idempotent and concurrency-safe: returns at once if ``target`` is complete; otherwise the first process
-    to take the lock converts into a temporary sibling folder and renames it into place.
+    to take the lock writes into a temporary sibling folder and renames it into place.
     """
     if is_complete(target):
         return target
     with _exclusive_lock(target.parent / f".{target.name}.lock"):
         if is_complete(target):  # another process finished while we waited
             return target
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                         dtype="float32")
-            if getattr(model, "hf_quantizer", None) is not None:
-                # a GGUF-loaded model can be neither trained nor saved while it keeps its quantization config
-                model.hf_quantizer.remove_quantization_config(model)
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / _DONE).write_text(f"converted from {gguf}\n")
+            note = write(tmp)
+            (tmp / _DONE).write_text(f"{note}\n")
             if target.exists():  # an incomplete leftover (no marker): never used, replace it
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -93,6 +90,74 @@ def convert_gguf_to_folder(gguf: Path, target: Path) -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def convert_gguf_to_folder(gguf: Path, target: Path) -> Path:
+    """Dequantise ``gguf`` with transformers and save model + tokenizer as a safetensors folder at ``target``
+    (once: :func:`convert_once`)."""
+
+    def write(tmp: Path) -> str:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+        if getattr(model, "hf_quantizer", None) is not None:
+            # a GGUF-loaded model can be neither trained nor saved while it keeps its quantization config
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        return f"converted from {gguf}"
+
+    return convert_once(target, write)
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    """A LoRA adapter folder of ``alignpro train`` (its base model is named in its alignpro-train.json)."""
+    return (folder / "adapter_config.json").is_file() and (folder / "alignpro-train.json").is_file()
+
+
+def weights_key(folder: str | Path) -> str:
+    """A content hash (16 hex digits) of a model folder: its files' names and bytes (the completion marker and
+    hidden files left out), and for a LoRA adapter folder also its base model's key, so a changed weight file
+    anywhere down the chain gives a new key. Reads every byte (≈ 0.3 s for SmolLM2-135M's 540 MB)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name != _DONE and not p.name.startswith(".")):
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    if is_adapter_folder(folder):
+        digest.update(weights_key(adapter_base_folder(folder)).encode())
+    return digest.hexdigest()[:16]
+
+
+def adapter_base_folder(adapter: Path) -> Path:
+    """The folder of the base model an adapter folder was trained on (shipped adapters resolved as by
+    :func:`alignpro.train.policy.adapter_base_spec`)."""
+    from alignpro.specs import model_path, parse_model_spec
+    from alignpro.train.policy import TRAIN_INFO, adapter_base_spec
+
+    base_spec = json.loads((adapter / TRAIN_INFO).read_text())["base_spec"]
+    return Path(model_path(parse_model_spec(adapter_base_spec(base_spec))))
+
+
+def merged_folder(folder: str | Path) -> Path:
+    """A plain transformers folder of the weights at ``folder``: itself, or for a LoRA adapter folder the base model
+    with the adapter merged in, saved once under ``$ALIGNPRO_HOME/merged`` keyed by :func:`weights_key`."""
+    folder = Path(folder)
+    if not is_adapter_folder(folder):
+        return folder
+
+    def write(tmp: Path) -> str:
+        from alignpro.train.policy import load_adapter
+
+        lm = load_adapter(folder)
+        lm.model.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+        return f"base model + LoRA adapter {folder}, merged"
+
+    return convert_once(alignpro_home() / "merged" / f"{folder.name}-{weights_key(folder)}", write)
 
 
 def smollm2_folder() -> Path:

@@ -3,6 +3,8 @@
 Model specs (prompter ρ and target π_F); the kinds and what each can do are the table of
 :mod:`alignpro.backends.registry`:
   - ``smollm2``                 the embedded SmolLM2-135M-Instruct (converted once into $ALIGNPRO_HOME)
+  A local model (``smollm2``, ``hf:``) takes options after ``?``, its engine: ``smollm2?engine=ct2`` answers
+  and rewrites with CTranslate2 int8 (alignpro.backends.options.LocalOptions; training always uses torch).
   - ``hf:<hub id or local path>`` any transformers causal LM (hub ids need internet the first time), or a LoRA
                                 adapter folder written by ``alignpro train --lora`` (RUN/final-adapter: base + adapter)
   - ``fake``                    the deterministic test double
@@ -30,8 +32,9 @@ from typing import Any, Callable
 
 from alignpro.backends.adapter import adapter_base, is_adapter_folder, merge_adapter
 from alignpro.backends.base import GenerationConfig
-from alignpro.backends.options import local_or_hub
-from alignpro.backends.registry import LOCAL_LM_KINDS, KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS
+from alignpro.backends.options import local_options, local_or_hub
+from alignpro.backends.registry import (DEFAULT_ENGINE, LOCAL_LM_KINDS, KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS,
+                                        engine)
 from alignpro.errors import AlignProError
 
 __all__ = ["DEFAULT_REWRITE_CONFIG", "LOCAL_LM_KINDS", "MODEL_SPEC_FORMS", "REWARD_KINDS", "REWARD_SPEC_FORMS",
@@ -75,20 +78,26 @@ def reward_spec_help() -> str:
 class ModelSpec:
     kind: str  #: a kind of alignpro.backends.registry.KINDS: "smollm2" | "hf" | "fake" | "openai" | "vllm" | "gguf"
     ref: str = ""  #: hub id or path for "hf"; everything after "<kind>:" for the target-only kinds
+    options: str = ""  #: a local model's options after ``?`` (alignpro.backends.options.LocalOptions)
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.ref}" if self.ref else self.kind
+        return (f"{self.kind}:{self.ref}" if self.ref else self.kind) + (f"?{self.options}" if self.options else "")
 
 
 def parse_model_spec(spec: str) -> ModelSpec:
     """``kind`` or ``kind:ref``; an answer-only kind's reference and options are validated now, not at first use."""
     spec = spec.strip()
     name, colon, ref = spec.partition(":")
-    kind = KINDS.get(name)
-    if kind is not None and (ref.strip() if kind.takes_ref else not colon):
+    kind = KINDS.get(name.partition("?")[0])
+    query = ""
+    if kind is not None and kind.trainable:  # a local model: its options follow '?'
+        body, _, query = spec.partition("?")
+        name, colon, ref = body.partition(":")
+        local_options(query, spec)
+    if kind is not None and name == kind.name and (ref.strip() if kind.takes_ref else not colon):
         if kind.answer_only:
             kind.target_class().parse_ref(ref.strip())
-        return ModelSpec(name, ref.strip())
+        return ModelSpec(name, ref.strip(), query)
     raise AlignProError(f"invalid model spec '{spec}'; valid forms: {', '.join(MODEL_SPEC_FORMS)}")
 
 
@@ -134,6 +143,10 @@ def make_target(spec: str, gen: GenerationConfig | None = None, *, batch_size: i
         return kind.target_class().from_spec(ms.ref, gen or GenerationConfig())
     if not kind.trainable:  # the fake
         return kind.target_class()()
+    options = local_options(ms.options, spec)
+    if options.engine != DEFAULT_ENGINE:
+        return engine(options.engine).target_class().from_folder(model_path(ms), gen or GenerationConfig(), options,
+                                                                 name=spec, batch_size=batch_size)
     return kind.target_class()(load_causal_lm(ms, batch_size=batch_size), gen or GenerationConfig(), name=spec)
 
 
@@ -149,6 +162,10 @@ def make_prompter(spec: str, template: str = "rewrite-default", gen: GenerationC
     tpl = load_rewrite_template(template)
     if gen is None:
         gen = DEFAULT_REWRITE_CONFIG.with_(max_new_tokens=tpl.max_new_tokens or DEFAULT_REWRITE_CONFIG.max_new_tokens)
+    options = local_options(ms.options, spec)
+    if options.engine != DEFAULT_ENGINE:
+        return engine(options.engine).prompter_class().from_folder(model_path(ms), tpl, gen, options, name=spec,
+                                                                   batch_size=batch_size)
     return kind.prompter_class()(load_causal_lm(ms, batch_size=batch_size), tpl, gen, name=spec)
 
 

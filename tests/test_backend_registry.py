@@ -13,10 +13,12 @@ from types import SimpleNamespace
 import pytest
 
 from alignpro.backends.chat import plain_chat_text, render_chat, request_seed, stop_token_ids, user_turn, user_turns
-from alignpro.backends.registry import KINDS, LOCAL_LM_KINDS, MODEL_SPEC_FORMS, TARGET_ONLY_KINDS
+from alignpro.backends.options import LocalOptions, local_options
+from alignpro.backends.registry import (DEFAULT_ENGINE, ENGINES, KINDS, LOCAL_LM_KINDS, MODEL_SPEC_FORMS,
+                                        TARGET_ONLY_KINDS, engine)
 from alignpro.backends.retry import RetryPolicy
 from alignpro.diskcache import DiskCache
-from alignpro.errors import AlignProError
+from alignpro.errors import AlignProError, ConfigError
 from alignpro.fileio import atomic_write_dir, atomic_write_text
 from alignpro.specs import (RewardSpec, check_prompter_spec, make_prompter, make_target, parse_model_spec,
                             parse_reward_spec, reward_needs_records)
@@ -30,7 +32,7 @@ def test_registry_capabilities() -> None:
     assert caps == {"smollm2": (True, True, False), "hf": (True, True, False), "fake": (False, True, False),
                     "openai": (False, False, True), "vllm": (False, False, True), "gguf": (False, False, True)}
     assert LOCAL_LM_KINDS == ("smollm2", "hf") and TARGET_ONLY_KINDS == ("openai", "vllm", "gguf")
-    assert MODEL_SPEC_FORMS[0] == "smollm2" and all(f.startswith(k) for f, k in zip(MODEL_SPEC_FORMS, KINDS))
+    assert MODEL_SPEC_FORMS[0] == "smollm2[?options]" and all(f.startswith(k) for f, k in zip(MODEL_SPEC_FORMS, KINDS))
 
 
 def test_registry_classes_match_their_capabilities() -> None:
@@ -43,6 +45,32 @@ def test_registry_classes_match_their_capabilities() -> None:
                 kind.prompter_class()
         else:
             assert callable(getattr(kind.prompter_class(), "rewrite", None)), kind.name
+
+
+def test_engines_of_a_local_model() -> None:
+    assert list(ENGINES) == ["torch", "ct2", "vllm"] and DEFAULT_ENGINE == "torch" == LocalOptions().engine
+    assert engine("torch").target_class().__name__ == "HFTarget"  # the reference: the kind's own classes
+    assert engine("torch").prompter_class().__name__ == "HFPrompter"
+    for name in ("ct2", "vllm"):  # the others are built from the model's folder
+        assert callable(engine(name).target_class().from_folder), name
+    assert callable(engine("ct2").prompter_class().from_folder)
+    with pytest.raises(AlignProError, match="engine 'vllm' can only answer.*engines of a prompter: torch, ct2"):
+        engine("vllm").prompter_class()
+    with pytest.raises(ConfigError, match="unknown engine 'onnx'; valid engines: torch, ct2, vllm"):
+        engine("onnx")
+
+
+def test_local_options() -> None:
+    assert local_options("", "smollm2") == LocalOptions()
+    o = local_options("engine=ct2&inter_threads=2&intra_threads=1&compute_type=int8_float32", "s")
+    assert (o.engine, o.inter_threads, o.intra_threads, o.compute_type) == ("ct2", 2, 1, "int8_float32")
+    for bad, match in (("engine=onnx", "valid engines"), ("inter_threads=0", "inter_threads"),
+                       ("compute_type=int4", "compute_type"), ("threads=2", "valid settings")):
+        with pytest.raises(ConfigError, match=match):
+            local_options(bad, "smollm2?" + bad)
+    ms = parse_model_spec("smollm2?engine=ct2")
+    assert (ms.kind, ms.ref, ms.options) == ("smollm2", "", "engine=ct2")
+    assert parse_model_spec("openai:m@http://h/v1?no_key=true").options == ""  # its options are its ref's
 
 
 @pytest.mark.parametrize("spec", ["openai:m@http://127.0.0.1:9/v1?no_key=true", "vllm:org/model", "gguf:m.gguf"])
@@ -66,6 +94,7 @@ def test_model_spec_forms() -> None:
 # ---------------------------------------------------------------------------------------------- no import cycle
 SPEC_SIDE = ["alignpro/specs.py"]
 BACKEND_SIDE = ["alignpro/backends/openai_backend.py", "alignpro/backends/vllm_backend.py",
+                "alignpro/backends/ct2_backend.py",
                 "alignpro/backends/gguf_backend.py", "alignpro/backends/openai_client.py",
                 "alignpro/backends/registry.py", "alignpro/backends/options.py", "alignpro/backends/chat.py",
                 "alignpro/backends/retry.py", "alignpro/backends/adapter.py", "alignpro/diskcache.py",
@@ -88,7 +117,8 @@ def _imports(path: str) -> set[str]:
 def test_specs_and_the_target_backends_do_not_import_each_other() -> None:
     for path in BACKEND_SIDE:
         assert not {m for m in _imports(path) if m == "alignpro.specs" or m.startswith("alignpro.specs.")}, path
-    backends = {"alignpro.backends.openai_backend", "alignpro.backends.vllm_backend", "alignpro.backends.gguf_backend"}
+    backends = {"alignpro.backends.openai_backend", "alignpro.backends.vllm_backend", "alignpro.backends.gguf_backend",
+                "alignpro.backends.ct2_backend"}
     assert not _imports("alignpro/specs.py") & backends  # specs reaches them through the registry only
 
 

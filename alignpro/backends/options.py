@@ -1,7 +1,9 @@
-"""Backend options written after ``?`` in a model spec (``openai:m@http://host/v1?no_key=true&concurrency=4``).
+"""Backend options written after ``?`` in a model spec (``openai:m@http://host/v1?no_key=true&concurrency=4``,
+``smollm2?engine=ct2``).
 
 The one parser of spec options: every backend with options declares them as a dataclass of
-:func:`~alignpro.config.setting` fields and reads them with :func:`spec_options`. This module imports no backend
+:func:`~alignpro.config.setting` fields and reads them with :func:`spec_options`; a local model's are
+:class:`LocalOptions`. This module imports no backend
 and not :mod:`alignpro.specs`, so backends and the spec resolver never import each other.
 """
 
@@ -9,11 +11,13 @@ from __future__ import annotations
 
 import os
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
-from alignpro.config import build_config
+from alignpro.backends.registry import DEFAULT_ENGINE, engine
+from alignpro.config import build_config, setting
 from alignpro.errors import AlignProError, ConfigError
 
 T = TypeVar("T")
@@ -56,3 +60,33 @@ def local_or_hub(ref: str) -> str:
         raise AlignProError(f"no such folder: '{ref}' (a model given by path must be an existing folder; a "
                             "Hugging Face hub id looks like org/name)")
     return ref
+
+
+#: CTranslate2 compute types offered on CPU (int8: the measured one; see docs/benchmarks.md)
+CT2_COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+
+
+@dataclass
+class LocalOptions:
+    """Options of a local model spec (``smollm2``, ``hf:``), written after ``?``:
+    ``smollm2?engine=ct2&inter_threads=2``.
+    They choose how π_F's answers and ρ's rewrites are generated; training always runs the torch model."""
+
+    engine: str = setting(DEFAULT_ENGINE, "torch (the reference) | ct2 (CTranslate2, CPU) | vllm (a CUDA GPU)")
+    compute_type: str = setting("int8", "ct2: weights' type, one of " + ", ".join(CT2_COMPUTE_TYPES))
+    inter_threads: int = setting(1, "ct2: batches decoded in parallel (one model replica each)")
+    intra_threads: int = setting(0, "ct2: threads per batch; 0 = all cores divided by inter_threads")
+
+    def __post_init__(self) -> None:
+        engine(self.engine)  # a ConfigError naming the valid engines
+        if self.compute_type not in CT2_COMPUTE_TYPES:
+            raise ConfigError(f"option 'compute_type' must be one of {', '.join(CT2_COMPUTE_TYPES)}, "
+                              f"got '{self.compute_type}'")
+        if self.inter_threads < 1 or self.intra_threads < 0:
+            raise ConfigError(f"options 'inter_threads' must be >= 1 and 'intra_threads' >= 0, got "
+                              f"{self.inter_threads} and {self.intra_threads}")
+
+
+def local_options(query: str, spec: str) -> LocalOptions:
+    """The options after ``?`` of the local model spec ``spec``."""
+    return spec_options(LocalOptions, query, spec)

@@ -84,6 +84,13 @@ class VLLMTarget:
         model, options = parse_vllm_ref(ref)
         return cls(model, gen, options, name=f"vllm:{ref.strip()}")
 
+    @classmethod
+    def from_folder(cls, folder, gen: GenerationConfig, options, *, name: str, batch_size: int = 0) -> "VLLMTarget":
+        """A local model spec with ``?engine=vllm`` (a LoRA adapter merged first); vLLM's options at their defaults."""
+        from alignpro.assets import merged_folder
+
+        return cls(str(merged_folder(folder)), gen, name=name)
+
     def _prompt_ids(self, conv: list[dict[str, str]]) -> list[int]:
         return list(self.tokenizer(render_chat(self.tokenizer, conv), add_special_tokens=False).input_ids)
 
