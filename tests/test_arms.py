@@ -13,7 +13,7 @@ from alignpro import baselines
 from alignpro.arms import (ANSWER_REWRITE_SEED, FRESH_SEED, NO_LEARNING_BASELINES, REWRITE_SEED, ROLLOUT_SEED, Arm,
                            ArmRun, ClosedFormConfig, ClosedFormSettings, answer_arm, answer_baseline, answer_oracle,
                            parse_baseline, propose_closed_form)
-from alignpro.backends.base import prompt_keys, stream_seed
+from alignpro.backends.base import prompt_keys
 from alignpro.errors import ConfigError
 from alignpro.backends.fake import FakePrompter, FakeReward, FakeTarget
 from alignpro.config import build_config

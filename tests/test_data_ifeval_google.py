@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from alignpro.data import Instruction, PromptRecord, load_prompt_file, load_prompts
+from alignpro.data import Instruction, PromptRecord, load_prompts
 from alignpro.data import ifeval_google as ig
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.rewards.ifeval import NEEDS_NLTK_DATA, IFEvalReward, follows

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alignpro.assets import alignpro_home, convert_once, merged_folder, weights_key
-from alignpro.backends.base import Answer, GenerationConfig, Usage
-from alignpro.backends.chat import render_chat, request_seed, stop_token_ids, user_turns
+from alignpro.backends.base import GenerationConfig, Usage
+from alignpro.backends.chat import render_chat, request_seed, stop_token_ids
 from alignpro.backends.hf import Generated, HFPrompter, HFTarget
 from alignpro.backends.options import LocalOptions
 from alignpro.errors import AlignProError
@@ -209,23 +209,6 @@ class CT2Target(HFTarget):
     @property
     def usage(self) -> Usage:
         return self.lm.usage
-
-    def answer(self, prompts: Sequence[str], *, n: int = 1, seed: int | None = None,
-               systems: Sequence[str | None] | None = None,
-               keys: Sequence[str] | None = None) -> list[list[Answer]]:
-        """``n`` answers per prompt; with ``keys``, answer j to prompt i from the stream
-        ``stream_seed(seed, keys[i], j)``."""
-        convs = [conv for conv in user_turns(prompts, systems) for _ in range(n)]
-        streams = None
-        if keys is not None:
-            from alignpro.backends import base
-
-            if len(keys) != len(prompts):
-                raise ValueError(f"keys: one per prompt, got {len(keys)} keys for {len(prompts)} prompts")
-            streams = [base.stream_seed(seed or 0, key, j) for key in keys for j in range(n)]
-        g = self.lm.sample(convs, self.gen, seed=seed, with_logprobs=False, row_seeds=streams)
-        answers = [Answer(t, len(ids)) for t, ids in zip(g.texts, g.token_ids)]
-        return [answers[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
 class CT2Prompter(HFPrompter):

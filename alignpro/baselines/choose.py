@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from alignpro.backends.base import AnswerSettings, RewardModel, Target
 from alignpro.baselines import CATALOG, CHOICE, load_catalog, with_line

@@ -25,13 +25,11 @@ Test set. :func:`is_test_set` recognises it (the sources above, or a local copy 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
 
 from alignpro.data.files import load_prompt_file
 from alignpro.data.records import LoadResult, PromptRecord

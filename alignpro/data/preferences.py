@@ -33,7 +33,6 @@ Which source to read is resolved in one place, :func:`load_pairs`: a ``.jsonl`` 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping

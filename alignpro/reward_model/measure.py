@@ -70,7 +70,6 @@ def measure(scores: PairScores, n_bins: int = 10, prompts: Sequence[object] | No
     per_pair = -torch.nn.functional.logsigmoid(torch.as_tensor(margin, dtype=torch.float64)).numpy()  # (N,)
     loss = float(bradley_terry_loss(torch.as_tensor(scores.chosen, dtype=torch.float64),
                                     torch.as_tensor(scores.rejected, dtype=torch.float64)))
-    n = len(per_pair)
     bins = calibration_bins(margin, n_bins)
     return PairMeasures(pairwise_accuracy(margin, prompts), loss,
                         standard_error(per_pair), bins,
