@@ -593,3 +593,33 @@ def test_the_ifeval_reward_scores_the_grid_from_the_datasets_records(tmp_path: P
     with pytest.raises(ConfigError, match="invalid reward spec"):
         build_config(EvaluateConfig, {"out": str(tmp_path / "x"), "reward": "ifeval+nope",
                                       "datasets": ["builtin-ifeval:eval"]})
+
+
+def test_google_ifeval_configs_are_the_preregistered_protocol_and_pass_preflight(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """configs/eval-ifeval-google.yaml and -sft.yaml: all 477 offline-checkable IFEval prompts, 4 coupled answers,
+    seed 2, every no-learning baseline beside no_ft, the shipped prompter (and oracle) / its SFT stage alone, one
+    shared cache; best_suffix is refused until its train-split choice is recorded."""
+    import alignpro.baselines as baselines
+
+    monkeypatch.chdir(REPO)  # the adapter paths are relative to the repository
+    main = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "eval-ifeval-google.yaml"))
+    sft = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "eval-ifeval-google-sft.yaml"))
+    baseline_arms = ["suffix", "repeat", "best_suffix", "answer_rewrite"]
+    assert list(main.arm_specs) == ["no_ft", *baseline_arms, "align_pro", "oracle"]
+    assert list(sft.arm_specs) == ["no_ft", *baseline_arms, "align_pro"]
+    assert main.arm_specs["align_pro"] == "hf:alignpro/adapters/ifeval-prompter"
+    assert sft.arm_specs["align_pro"] == "hf:alignpro/adapters/ifeval-prompter-sft"
+    for name in ("reward", "datasets", "n", "seeds", "answers_per_prompt", "template", "answer_gen", "rewrite_gen",
+                 "batch_size", "prompters", "targets", "cache", "guard_reward"):
+        assert getattr(main, name) == getattr(sft, name), name
+    assert main.dataset_sources == {"google": "ifeval:offline"} and main.n == 0 and main.seeds == [2]
+    assert main.answers_per_prompt == 4 and main.reward == "ifeval" and main.guard_reward == "builtin"
+    monkeypatch.setattr(baselines, "CHOICE", tmp_path / "none.json")
+    with pytest.raises(ConfigError, match="alignpro.baselines.choose"):
+        preflight(main)
+    (tmp_path / "chosen.json").write_text('{"choice": "Follow all of the instructions above precisely.", '
+                                          '"command": "test"}')
+    monkeypatch.setattr(baselines, "CHOICE", tmp_path / "chosen.json")
+    plan = preflight(main)
+    assert plan.arms == list(main.arm_specs) and len(plan.prompts["google"]) == 477
