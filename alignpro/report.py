@@ -12,8 +12,8 @@ Per cell and arm (:func:`cell_arm_metrics`), beside the reward's mean ± s.e.:
 - on prompts with IFEval instructions: IFEval's four official metrics (prompt- and instruction-level, strict and
   loose), the per-answer fraction followed (what the ``ifeval`` reward averages) and the rate per instruction type.
 
-:func:`alignpro.evaluate.aggregate.aggregate_cells` carries these over seeds; :func:`render_arm_sections` renders them (markdown) for
-``table.md`` and the terminal.
+:func:`alignpro.evaluate.aggregate.aggregate_cells` carries these over seeds; :func:`render_arm_sections`
+renders them (markdown) for ``table.md`` and the terminal.
 """
 
 from __future__ import annotations
