@@ -134,9 +134,9 @@ def weights_key(folder: str | Path) -> str:
 
 def adapter_base_folder(adapter: Path) -> Path:
     """The folder of the base model an adapter folder was trained on (shipped adapters resolved as by
-    :func:`alignpro.train.policy.adapter_base_spec`)."""
+    :func:`alignpro.backends.adapter.adapter_base_spec`)."""
     from alignpro.specs import model_path, parse_model_spec
-    from alignpro.train.policy import TRAIN_INFO, adapter_base_spec
+    from alignpro.backends.adapter import TRAIN_INFO, adapter_base_spec
 
     base_spec = json.loads((adapter / TRAIN_INFO).read_text())["base_spec"]
     return Path(model_path(parse_model_spec(adapter_base_spec(base_spec))))
@@ -150,9 +150,9 @@ def merged_folder(folder: str | Path) -> Path:
         return folder
 
     def write(tmp: Path) -> str:
-        from alignpro.train.policy import load_adapter
+        from alignpro.specs import load_causal_lm
 
-        lm = load_adapter(folder)
+        lm = load_causal_lm(f"hf:{folder}")  # the adapter's base with the adapter merged in
         lm.model.save_pretrained(tmp, safe_serialization=True)
         lm.tokenizer.save_pretrained(tmp)
         return f"base model + LoRA adapter {folder}, merged"

@@ -211,8 +211,8 @@ def test_spec_help_is_generated_from_the_spec_lists():
     from alignpro.specs import REWARD_BUILDERS, REWARD_KINDS, model_spec_help, reward_spec_help
 
     assert model_spec_help("target").split(" | ") == [k.form for k in KINDS.values()]
-    assert model_spec_help("prompter") == "smollm2 | hf:<hub id or local path> | fake"
-    assert model_spec_help("trainable") == "smollm2 | hf:<hub id or local path>"
+    assert model_spec_help("prompter") == "smollm2[?options] | hf:<hub id or local path>[?options] | fake"
+    assert model_spec_help("trainable") == "smollm2[?options] | hf:<hub id or local path>[?options]"
     assert set(REWARD_KINDS) == set(REWARD_BUILDERS)  # one form per reward kind that can be built
     for form in ("ifeval", "builtin", "rm:<folder of alignpro reward train>", "python:<module>:<function>",
                  "0.75*ifeval+0.25*builtin"):

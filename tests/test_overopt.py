@@ -272,9 +272,9 @@ class _SeenSystems:
 
         self.inner, self.name, self.systems = FakeTarget(), "fake", []
 
-    def answer(self, prompts, *, n=1, seed=None, systems=None):
+    def answer(self, prompts, *, n=1, seed=None, systems=None, keys=None):
         self.systems.append(list(systems))
-        return self.inner.answer(prompts, n=n, seed=seed, systems=systems)
+        return self.inner.answer(prompts, n=n, seed=seed, systems=systems, keys=keys)
 
 
 class _Length:
