@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from alignpro.cli import main
 from alignpro.config import build_config
@@ -55,6 +56,19 @@ def test_demo_is_deterministic(tmp_path):
     a = run_demo(_cfg(tmp_path, out=str(tmp_path / "a")))
     b = run_demo(_cfg(tmp_path, out=str(tmp_path / "b")))
     assert _cell(a)["arms"] == _cell(b)["arms"]
+
+
+def test_a_rerun_into_the_demo_folder_overwrites_it(tmp_path):
+    """The demo has no cache to continue: a rerun into its folder (runs/demo) is never refused, whatever changed;
+    its outputs and OUT/config.yaml (the evaluation's settings, as YAML) are the new run's."""
+    run_demo(_cfg(tmp_path))
+    saved = yaml.safe_load((tmp_path / "demo" / "config.yaml").read_text())
+    assert saved["lam"] == 0.0 and saved["resume"] is None and saved["k"] == 4
+    m = run_demo(_cfg(tmp_path, lam=0.5, k=3))
+    saved = yaml.safe_load((tmp_path / "demo" / "config.yaml").read_text())
+    assert (saved["lam"], saved["k"]) == (0.5, 3)
+    assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["cells"] == m["cells"]
+    assert m["config"]["lam"] == 0.5
 
 
 def test_quick_is_small_and_explicit_settings_win(tmp_path):

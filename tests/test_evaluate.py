@@ -4,6 +4,7 @@ configs, and one tiny run on the embedded SmolLM2 (marked ``model``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from collections import Counter
@@ -223,7 +224,7 @@ def test_second_identical_run_makes_no_backend_calls(tmp_path: Path) -> None:
     m1 = run_evaluation(cfg, loader=first.loader)
     assert first.items["answer"] > 0 and first.items["rewrite"] > 0
     second = Counts()
-    m2 = run_evaluation(cfg, loader=second.loader)
+    m2 = run_evaluation(fake_config(tmp_path, resume=True), loader=second.loader)
     assert second.items == Counter() and second.loads == Counter()  # no call, not even a model load
     assert all(v["misses"] == 0 for v in m2["usage"]["cache"].values())
     assert m2["cells"] == m1["cells"]
@@ -242,6 +243,7 @@ def test_an_interrupted_run_resumes_and_recomputes_only_the_remainder(tmp_path: 
     assert 0 < done < total
 
     resumed = Counts()
+    cfg = fake_config(tmp_path / "crash", resume=True)
     metrics = run_evaluation(cfg, loader=resumed.loader)
     assert resumed.items["answer"] == total - done  # only the remainder
     assert resumed.items["rewrite"] == clean.items["rewrite"] - crashed.items["rewrite"]
@@ -251,10 +253,67 @@ def test_an_interrupted_run_resumes_and_recomputes_only_the_remainder(tmp_path: 
     assert sum(again.items.values()) == 0
 
 
+def test_a_rerun_into_an_evaluation_folder_needs_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The one resume contract: OUT/config.yaml (YAML) holds the run's settings; a rerun into OUT is refused
+    without --resume; with it, the run continues through its cache and may change only the resumable settings."""
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"prompters": ["fake"], "targets": ["fake"], "reward": "fake",
+                                      "datasets": ["builtin:eval"], "n": 4, "k": 2, "m": 1, "progress": False}))
+    out = tmp_path / "run"
+    assert cli.main(["evaluate", "--config", str(config), "--out", str(out), "--lam", "0.5"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved == {**json.loads((out / "metrics.json").read_text())["config"], "resume": None}
+    assert (saved["out"], saved["lam"], saved["n"], saved["n_examples"]) == (str(out), 0.5, 4, 3)
+    capsys.readouterr()
+
+    assert cli.main(["evaluate", "--config", str(config), "--out", str(out), "--lam", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"'{out}' already holds an evaluation (config.yaml); pass --resume {out} to continue it" in err
+    assert "Traceback" not in err
+
+    # resumable settings may change; the saved ones (lam 0.5) are reused without being given again
+    assert cli.main(["evaluate", "--out", str(out), "--resume", "--n-examples", "1", "--judge-concurrency", "2",
+                     "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "cache: " in printed and " hits, 0 misses" in printed and "cache: 0 hits" not in printed
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert (resumed["config"]["lam"], resumed["config"]["n_examples"]) == (0.5, 1)
+    assert len(resumed["examples"]) == 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["n_examples"] == 1
+
+    for flags, named in ((["--lam", "0.1"], "['lam']"), (["--batch-size", "8", "--seeds", "0", "1"],
+                                                           "['batch_size', 'seeds']")):
+        assert cli.main(["evaluate", "--resume", str(out), *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"setting(s) {named} differ from the run's {out / 'config.yaml'}" in err, err
+        assert "'n_examples'" in err and "'judge_concurrency'" in err  # what a resumed run may change
+    assert cli.main(["evaluate", "--resume", str(tmp_path / "none")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_evaluate_resumable_settings_are_those_no_cached_result_depends_on() -> None:
+    from alignpro.config import resumable_settings
+
+    assert set(resumable_settings(EvaluateConfig)) == {
+        "resume", "progress", "n_examples", "judge_api_key_env", "judge_concurrency", "judge_max_retries",
+        "judge_backoff_s", "judge_timeout_s"}
+
+
+def test_batch_size_changes_cached_results_so_it_cannot_change_on_resume(tmp_path: Path) -> None:
+    """Why batch_size is not resumable: a closed form's rewrites are seeded per chunk of the batch, so another
+    batch size misses the cache and draws other rewrites (here measured through a shared cache)."""
+    first = run_evaluation(fake_config(tmp_path), loader=Counts().loader)
+    other = Counts()
+    again = run_evaluation(fake_config(tmp_path / "b", batch_size=16, cache=str(tmp_path / "run" / "cache.sqlite")),
+                           loader=other.loader)
+    assert other.items["rewrite"] > 0 and again["cells"] != first["cells"]
+
+
 def test_changing_the_generation_config_misses_the_cache(tmp_path: Path) -> None:
     run_evaluation(fake_config(tmp_path), loader=Counts().loader)
-    changed = Counts()
-    run_evaluation(fake_config(tmp_path, temperature=1.0), loader=changed.loader)
+    changed = Counts()  # another run (a resumed one may not change π_F's sampling) that shares the first's cache
+    run_evaluation(fake_config(tmp_path / "hotter", temperature=1.0, cache=str(tmp_path / "run" / "cache.sqlite")),
+                   loader=changed.loader)
     assert changed.items["answer"] > 0 and changed.items["rewrite"] == 0  # rewrites do not use π_F's config
 
 
@@ -533,8 +592,8 @@ def test_grid_with_openai_judge_over_http(tmp_path: Path, monkeypatch: pytest.Mo
     table = (Path(cfg.out) / "table.md").read_text()
     assert f"## Judge `openai:judge-model@{server.url}`" in table
 
-    # a second run is served from the cache: the server is gone and is not needed
-    again = run_evaluation(cfg, loader=Counts().loader)
+    # a resumed run is served from the cache: the server is gone and is not needed
+    again = run_evaluation(dataclasses.replace(cfg, resume=cfg.out), loader=Counts().loader)
     assert again["cells"] == metrics["cells"]
 
 
@@ -569,7 +628,7 @@ def test_tiny_evaluation_on_smollm2_with_the_llm_judge(tmp_path: Path, smollm2_p
     llm = next(w for w in cell["win_rates"] if w["judge"] == "llm:smollm2")
     assert llm["n"] == 2 and llm["invalid"] <= 4
     assert metrics["usage"]["model_loads"]  # models were loaded...
-    again = run_evaluation(cfg)
+    again = run_evaluation(dataclasses.replace(cfg, resume=cfg.out))
     assert again["usage"]["model_loads"] == {}  # ...and not at all the second time
     assert again["cells"] == metrics["cells"]
 

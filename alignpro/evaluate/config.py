@@ -22,7 +22,7 @@ from pathlib import Path
 
 from alignpro.arms import BASELINE, Arm, ClosedFormConfig, ClosedFormSettings
 from alignpro.backends.base import AnswerSettings
-from alignpro.config import check_at_least, setting
+from alignpro.config import ResumeSettings, check_at_least, setting
 from alignpro.errors import AlignProError, ConfigError
 from alignpro.evaluate.judge_specs import JudgeSpec, parse_judge_spec
 from alignpro.specs import DEFAULT_REWRITE_CONFIG, model_spec_help, parse_model_spec, reward_spec_help
@@ -39,8 +39,11 @@ _LABEL = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 @dataclass
-class EvaluateConfig(AnswerSettings, ClosedFormConfig):
-    """Settings of `alignpro evaluate`: prompter/target pairs x datasets x arms x seeds, judged pairwise."""
+class EvaluateConfig(AnswerSettings, ClosedFormConfig, ResumeSettings):
+    """Settings of `alignpro evaluate`: prompter/target pairs x datasets x arms x seeds, judged pairwise.
+
+    A run writes its settings to ``OUT/config.yaml``; ``--resume`` continues it through its answer cache, and may
+    change only the settings that no cached result depends on (marked 'may change on --resume')."""
 
     out: str = setting("runs/evaluate", "output folder: metrics.json, table.md, fig_reward_mean.png, "
                                         "fig_reward_variance.png, examples.md (and judgments.jsonl)")
@@ -68,11 +71,14 @@ class EvaluateConfig(AnswerSettings, ClosedFormConfig):
                                             "openai:<model>@<base_url>")
     judged_arms: list[str] = setting([], "arms the judges compare with no_ft ([] = every arm but no_ft)")
     judge_template: str = setting("judge-pairwise", "judge prompt template: builtin name or YAML file")
-    judge_api_key_env: str = setting("OPENAI_API_KEY", "environment variable holding the key of openai: judges")
-    judge_concurrency: int = setting(4, "openai: judges: requests in flight at once")
-    judge_max_retries: int = setting(5, "openai: judges: retries of one request on 429 / 5xx / connection errors")
-    judge_backoff_s: float = setting(2.0, "openai: judges: first retry delay in seconds (doubles, capped at 60)")
-    judge_timeout_s: float = setting(120.0, "openai: judges: timeout of one request in seconds")
+    judge_api_key_env: str = setting("OPENAI_API_KEY", "environment variable holding the key of openai: judges",
+                                     resumable=True)
+    judge_concurrency: int = setting(4, "openai: judges: requests in flight at once", resumable=True)
+    judge_max_retries: int = setting(5, "openai: judges: retries of one request on 429 / 5xx / connection errors",
+                                     resumable=True)
+    judge_backoff_s: float = setting(2.0, "openai: judges: first retry delay in seconds (doubles, capped at 60)",
+                                     resumable=True)
+    judge_timeout_s: float = setting(120.0, "openai: judges: timeout of one request in seconds", resumable=True)
     openai_judge_max_tokens: int = setting(1024, "openai: judges: max tokens of the judgment (explanation first)")
     llm_judge_max_new_tokens: int = setting(8, "llm: judges: max new tokens of the judgment (greedy)")
     llm_judge_prefill: str = setting("My final verdict is [[", "llm: judges: their reply is forced to start with "
@@ -87,12 +93,15 @@ class EvaluateConfig(AnswerSettings, ClosedFormConfig):
     answers_per_prompt: int = setting(1, "fresh answers per prompt and arm that are scored and judged (paper: 1)")
     rewrite_max_new_tokens: int = setting(DEFAULT_REWRITE_CONFIG.max_new_tokens, "max new tokens of a rewrite")
     rewrite_temperature: float = setting(DEFAULT_REWRITE_CONFIG.temperature, "prompters' sampling temperature")
-    batch_size: int = setting(16, "generation batch size (also the unit of work saved to the cache)")
+    batch_size: int = setting(16, "generation batch size (also the unit of work saved to the cache; the "
+                                      "closed forms' rewrites are seeded per chunk of it)")
     cache: str = setting("", "cache file shared by runs ('' = <out>/cache.sqlite)")
-    n_examples: int = setting(3, "examples per pair and dataset in examples.md")
-    progress: bool = setting(True, "show a progress bar per stage")
+    n_examples: int = setting(3, "examples per pair and dataset in examples.md", resumable=True)
+    progress: bool = setting(True, "show a progress bar per stage", resumable=True)
 
     def __post_init__(self) -> None:
+        if self.resume:  # a resumed run writes into the run it continues
+            self.out = self.resume
         problems: list[str] = []
         check_at_least(self, 1, "k", "m", "answers_per_prompt", "batch_size", "answer_max_new_tokens",
                        "rewrite_max_new_tokens", "judge_concurrency", "openai_judge_max_tokens",

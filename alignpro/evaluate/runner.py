@@ -22,8 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from alignpro import __version__
-from alignpro.config import config_to_dict
-from alignpro.errors import AlignProError
+from alignpro.config import CONFIG_FILE, check_resume, config_to_dict, load_yaml, write_run_config
+from alignpro.errors import AlignProError, ConfigError
 from alignpro.evaluate.aggregate import aggregate_cells
 from alignpro.arms import (BASELINE, NO_LEARNING_BASELINES, Arm, ArmRun, answer_arm, answer_baseline, answer_oracle,
                            chunk_bounds, propose_closed_form, rewrite_once)
@@ -72,8 +72,10 @@ class CellRun:
 class Evaluation:
     """One run of the grid; :meth:`run` does everything and returns the metrics.
 
-    ``cached`` False runs the backends as they are, without the disk cache (`alignpro demo`: its draws come from
-    the arms' seed scheme alone, so a run repeats the demo's numbers); ``prompts`` replaces the prompts preflight
+    A run writes its settings to ``OUT/config.yaml`` (:func:`check_run`); a cached run into a folder that holds one
+    continues only with ``resume`` set. ``cached`` False runs the backends as they are, without the disk cache
+    (`alignpro demo`: its draws come from the arms' seed scheme alone, so a run repeats the demo's numbers, and a
+    rerun into the same folder overwrites its outputs); ``prompts`` replaces the prompts preflight
     loaded ({dataset label: [PromptRecord]}, e.g. filtered by the target's tokenizer)."""
 
     def __init__(self, cfg: EvaluateConfig, loader: Loader | None = None, *, cached: bool = True,
@@ -89,8 +91,10 @@ class Evaluation:
                 self.checkers[label] = None
                 print(f"alignpro evaluate: dataset '{label}': IFEval's metrics will not be reported: {exc}")
         self.out = Path(cfg.out)
+        check_run(cfg, self.out, cached=cached)  # before anything is written
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache = DiskCache(cfg.cache_path) if cached else None
+        write_run_config(cfg, self.out / CONFIG_FILE)
         self.pool = ModelPool(loader or default_loader(cfg, [r for rs in self.plan.prompts.values() for r in rs]))
         self.fp: dict[str, str] = {}
         self.runs: list[CellRun] = []
@@ -385,6 +389,22 @@ def trained_info(spec: str) -> dict[str, Any]:
         return {}
     info = json.loads((path / TRAIN_INFO).read_text())
     return {k: info[k] for k in ("algo", "steps", "final_kl", "reward", "prompts") if k in info}
+
+
+def check_run(cfg: EvaluateConfig, out: Path, *, cached: bool = True) -> None:
+    """Whether the run may write into ``out`` (then :class:`Evaluation` writes its ``OUT/config.yaml``): a cached
+    run into a folder that already holds an evaluation's settings continues only with ``cfg.resume``, and then only
+    with settings that differ from the saved ones where :func:`alignpro.config.check_resume` allows. An uncached
+    run (the demo) has nothing to continue: it writes over what is there."""
+    saved = out / CONFIG_FILE
+    if cached and cfg.resume:
+        if not saved.is_file():
+            raise ConfigError(f"setting 'resume': '{out}' holds no evaluation (no {CONFIG_FILE}); start a new one "
+                              f"with --out {out}")
+        check_resume(load_yaml(saved), config_to_dict(cfg), EvaluateConfig, saved)
+    elif cached and saved.is_file():
+        raise ConfigError(f"'{out}' already holds an evaluation ({CONFIG_FILE}); pass --resume {out} to continue it "
+                          "through its cache, or choose another --out")
 
 
 def run_evaluation(cfg: EvaluateConfig, *, loader: Loader | None = None) -> dict[str, Any]:
