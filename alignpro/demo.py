@@ -66,9 +66,10 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     train_steps: int = setting(0, "--train: override the recipes' steps (0 = the recipes' own)")
     closed_form_over_trained: bool = setting(True, "with a trained prompter: also eq (10) with it as the proposal "
                                                    "(arm 'align_pro_closed_form_trained', same K, M, λ, α)")
-    baselines: list[str] = setting(["suffix", "repeat", "answer_rewrite"], "no-learning baseline arms, any of "
-                                   + " | ".join(BASELINE_FORMS) + " (best_suffix reads the line recorded by "
-                                   "`python -m alignpro.baselines.choose`); [] = none")
+    baselines: list[str] = setting(["suffix", "best_suffix"], "no-learning baseline arms, any of "
+                                   + " | ".join(BASELINE_FORMS) + " (best_suffix: the line recorded by `python -m "
+                                   "alignpro.baselines.choose`); [] = none. Default: the two fixed lines; repeat "
+                                   "and answer_rewrite each add a stage as long as no_ft's")
     guard_reward: str = setting("builtin", "also score every arm's answers with this reward (are they still on "
                                            "topic?) and report it per arm; '' = off, skipped when it is the reward")
     tie_margin: float = setting(0.01, "reward judge: |Δr| at or below this is a tie")

@@ -29,12 +29,12 @@ def test_demo_contract_and_align_pro_wins_in_the_fake_world(tmp_path):
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert saved["schema_version"] == m["schema_version"] and saved["cells"] == m["cells"]
     arms = _cell(saved)["arms"]
-    assert list(arms) == [Arm.NO_FT, Arm.SUFFIX, Arm.REPEAT, Arm.ANSWER_REWRITE, Arm.CLOSED_FORM,
+    assert list(arms) == [Arm.NO_FT, Arm.SUFFIX, Arm.BEST_SUFFIX, Arm.CLOSED_FORM,
                           Arm.CLOSED_FORM_REWRITES_ONLY]  # no_ft, the default no-learning baselines, the closed forms
     for s in arms.values():
         assert {"mean", "variance", "stderr", "n"} <= set(s) and s["n"] == 24
-    assert [w["arm"] for w in _cell(saved)["win_rates"]] == [Arm.SUFFIX, Arm.REPEAT, Arm.ANSWER_REWRITE,
-                                                             Arm.CLOSED_FORM, Arm.CLOSED_FORM_REWRITES_ONLY]
+    assert [w["arm"] for w in _cell(saved)["win_rates"]] == [Arm.SUFFIX, Arm.BEST_SUFFIX, Arm.CLOSED_FORM,
+                                                             Arm.CLOSED_FORM_REWRITES_ONLY]
     for w in _cell(saved)["win_rates"]:
         assert w["wins"] + w["ties"] + w["losses"] == w["n"] == 24 and w["judge"] == "reward(tie_margin=0.01)"
     assert len(saved["examples"]) == 6 and saved["config"]["k"] == 4 and saved["config"]["answers_per_prompt"] == 2
