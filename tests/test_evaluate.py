@@ -497,20 +497,27 @@ def test_confirmatory_configs_share_their_settings_and_cache_and_pass_preflight(
 
 def test_headline_config_gives_the_whole_instruction_table_and_passes_preflight(monkeypatch) -> None:
     """configs/eval-ifeval-headline.yaml: the README's headline table from one command: the confirmatory
-    protocol (all 192 eval prompts, seed 1, 8 answers, the shipped adapters) with all five arms, the guard and the
-    demo's closed form; its table has the paired gains and the gap closed."""
+    protocol (all 192 eval prompts, seed 1, 8 answers, the shipped adapters) with the confirmatory run's five arms
+    plus the two fixed-line baselines, the guard and the demo's closed form; its table has the paired gains and the
+    gap closed. Its -sft sibling shares the protocol and the cache, with the SFT stage as the prompter."""
     monkeypatch.chdir(REPO)  # the adapter paths are relative to the repository
     cfg = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "eval-ifeval-headline.yaml"))
+    sft = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "eval-ifeval-headline-sft.yaml"))
     confirm = build_config(EvaluateConfig, load_yaml(REPO / "configs" / "eval-ifeval-confirm-all.yaml"))
-    assert list(cfg.arm_specs) == ["no_ft", "align_pro_closed_form", "align_pro_closed_form_rewrites_only",
-                                   "align_pro", "oracle"]
-    assert cfg.arm_specs == confirm.arm_specs and cfg.guard_reward == "builtin" and cfg.judges == ["reward"]
+    assert list(cfg.arm_specs) == ["no_ft", "suffix", "best_suffix", "align_pro_closed_form",
+                                   "align_pro_closed_form_rewrites_only", "align_pro", "oracle"]
+    assert all(cfg.arm_specs[arm] == spec for arm, spec in confirm.arm_specs.items())
+    assert cfg.guard_reward == "builtin" and cfg.judges == ["reward"]
+    assert list(sft.arm_specs) == ["no_ft", "suffix", "best_suffix", "align_pro"]
+    assert sft.arm_specs["align_pro"].endswith("ifeval-prompter-sft") and sft.cache == cfg.cache
     for name in ("reward", "datasets", "n", "seeds", "answers_per_prompt", "template", "answer_gen", "rewrite_gen",
                  "batch_size", "prompters", "targets", "k", "m", "lam", "identity_prior"):
         assert getattr(cfg, name) == getattr(confirm, name), name
+        assert getattr(sft, name) == getattr(cfg, name), name
     assert cfg.n == 0 and cfg.seeds == [1] and cfg.answers_per_prompt == 8 and cfg.reward == "ifeval"
-    plan = preflight(cfg)
-    assert plan.arms == list(cfg.arm_specs) and len(plan.prompts["ifeval"]) == 192
+    for one in (cfg, sft):
+        plan = preflight(one)
+        assert plan.arms == list(one.arm_specs) and len(plan.prompts["ifeval"]) == 192
 
 
 def test_shipped_paper_grid_config_parses_without_loading_models() -> None:
