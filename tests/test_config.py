@@ -154,7 +154,8 @@ def test_every_resumable_command_declares_its_resumable_settings_where_they_are_
 
     run_group = {"resume", "save_every", "keep_checkpoints", "report_to", "progress", "num_threads"}
     assert set(resumable_settings(TrainConfig)) == run_group | {"steps", "device", "generation_batch_size",
-                                                                "time_limit_minutes", "debug_param_checksum"}
+                                                                "time_limit_minutes", "debug_param_checksum",
+                                                                "heldout_every"}
     assert set(resumable_settings(SFTConfig)) == run_group
     assert set(resumable_settings(RewardTrainConfig)) == run_group | {"device", "eval_batch_size"}
     assert set(resumable_settings(RewardLabelConfig)) == {"resume", "progress"}

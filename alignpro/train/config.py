@@ -108,6 +108,16 @@ class TrainConfig(RunSettings, OptimizerSettings, PrefixedAnswerSettings):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
         "auto", "mixed precision (GPUs; bf16 is very slow on CPU); auto = the accelerate launcher's, else no")
     generation_batch_size: int = setting(32, "batch size of π_F's answer generation", resumable=True)
+
+    # ---- learning curve on held-out TRAIN prompts (prompter role; alignpro.train.heldout)
+    heldout: int = setting(0, "hold out whole prompt groups with at least this many of the training prompts (seeded) "
+                              "and measure the prompter on them: RUN/heldout.jsonl; 0 = off")
+    heldout_every: int = setting(10, "measure the held-out curve every N steps (and before the first, after the "
+                                     "last)", resumable=True)
+    heldout_answers: int = setting(2, "π_F's answers per held-out prompt and arm (coupled across arms)")
+    heldout_baselines: list[str] = setting(["best_suffix"], "fixed-prompt baselines the curve's paired gains are "
+                                                            "also measured against: suffix[=TEXT] | best_suffix | "
+                                                            "repeat")
     time_limit_minutes: float = setting(0.0, "stop cleanly after the first step that ends past this many minutes "
                                              "of this invocation (a checkpoint, then RUN/final as of that step; "
                                              "--resume continues); 0 = no limit", resumable=True)
@@ -167,6 +177,15 @@ class TrainConfig(RunSettings, OptimizerSettings, PrefixedAnswerSettings):
                                   "of the identity candidate is π_F's mean reward on x)")
         elif self.identity_prior:
             raise ConfigError(f"setting 'identity_prior' applies to algo 'distill' only, got algo '{self.algo.value}'")
+        check_at_least(self, 0, "heldout")
+        check_at_least(self, 1, "heldout_every", "heldout_answers")
+        if self.heldout:
+            from alignpro.train.heldout import check_heldout_baselines
+
+            if self.role is not Role.PROMPTER:
+                raise ConfigError("setting 'heldout' applies to role 'prompter' only (the curve measures the "
+                                  f"prompter's rewrites); got role '{self.role.value}'")
+            check_heldout_baselines(self.heldout_baselines)
         if self.baseline_m and self.role is not Role.PROMPTER:
             raise ConfigError("setting 'baseline_m' applies to role 'prompter' only (it is π_F's reward on the "
                               f"original x); got role '{self.role.value}'")

@@ -2,7 +2,7 @@
 
     setup → for each step: 1 rollout → 2 reward → 3 log-probs, values → 4 KL and advantages → 5 clipped update
           (distill: 4 ρ*'s weights of eq (10) → 5 weighted log-likelihood)
-          → 6 KL controller → 7 log → 8 checkpoint → export RUN/final
+          → 6 KL controller → 7 log → 8 held-out curve → 9 checkpoint → export RUN/final
 
 Notation: the policy π_θ is the prompter ρ (role ``prompter``, eq 9) or a trainable copy of π_F (role ``oracle``,
 eq 2); π_ref is its frozen initial weights (ρ_sft or π_F); kl_coef is λ (eq 9) or β (eq 2). B = rollouts on this
@@ -34,6 +34,7 @@ from alignpro.train.checkpoint import (TrainerState, append_jsonl, latest_checkp
 from alignpro.train.tracking import RunLog
 from alignpro.train.advantages import Algo
 from alignpro.train.config import Role, TrainConfig
+from alignpro.train.heldout import HELDOUT_FILE, HeldoutCurve, policy_sampler, split_heldout
 from alignpro.train.distill import distill_weights, sequence_log_ratio, weight_entropy, weighted_nll, weights_to_tensor
 from alignpro.train.kl import k1, k3, make_kl_controller
 from alignpro.train.losses import (clipped_policy_loss, clipped_value_loss, entropy_from_logits,
@@ -135,7 +136,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
         write_run_config(cfg, run / CONFIG)
-        for log in (METRICS, SAMPLES):
+        for log in (METRICS, SAMPLES, HELDOUT_FILE):
             if cfg.resume:  # forget the rows after the checkpoint: those steps are re-run
                 truncate_jsonl(run / log, start_step)
             else:
@@ -148,6 +149,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     # ================================================================================== setup: data, models
     records = load_prompts(cfg.prompts).records
     records = records[:cfg.n_prompts] if cfg.n_prompts else records
+    loaded, (records, heldout_records) = records, split_heldout(records, cfg.heldout, cfg.seed)
     device = accelerator.device
     base = load_causal_lm(cfg.policy_spec, trainable=True, device=str(device))
     tokenizer, chat_prompt = base.tokenizer, base.chat_prompt
@@ -164,13 +166,30 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
     policy = PolicyWithValueHead(lm, value_head=cfg.algo.uses_critic)
     disable_dropout(policy)  # rollout and update log-probs come from the same deterministic function
     eos_ids, pad_id = stop_token_ids(tokenizer, lm, pad=False), tokenizer.pad_token_id
-    reward = reward or make_reward(cfg.reward, records)
+    reward = reward or make_reward(cfg.reward, loaded)
+    curve = None
     if cfg.role is Role.PROMPTER:
         target = target or make_target(cfg.target, cfg.answer_gen, batch_size=cfg.generation_batch_size)
         role = PrompterRole(chat_prompt, load_rewrite_template(cfg.template), target, reward, cfg.m,
                             baseline_m=cfg.baseline_m)
+        if heldout_records:
+            curve = HeldoutCurve(heldout_records, chat_prompt=chat_prompt, template=role.template, target=target,
+                                 reward=reward, answers=cfg.heldout_answers, seed=cfg.seed,
+                                 baseline_entries=cfg.heldout_baselines, device=device)
     else:
         role = OracleRole(chat_prompt, reward)
+
+    def measure_heldout(step: int) -> None:
+        """8. The held-out curve's row at ``step`` (process 0 measures; see alignpro.train.heldout)."""
+        if curve is not None and is_main:
+            unwrapped.eval()
+            sample = policy_sampler(unwrapped.lm, tokenizer, cfg.rollout_gen, eos_ids, pad_id, device)
+            row = curve.measure(step, sample, chunk=cfg.batch_size * cfg.k)
+            metrics_log.log(row, series="heldout")
+            accelerator.print(f"alignpro train: held-out curve at step {step} ({row['prompts']} train prompts × "
+                              f"{row['answers']}): reward {row['reward']:.3f}, gain over x {row['gain_vs_x']:+.3f} "
+                              f"± {row['gain_vs_x_se']:.3f}")
+        accelerator.wait_for_everyone()
 
     # ================================================================ setup: optimizer, schedule, KL controller
     lm_params = [p for p in policy.lm.parameters() if p.requires_grad]
@@ -195,13 +214,15 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
             role.baselines.update(state.reward_baselines or {})
     params = [p for p in policy.parameters() if p.requires_grad]
     accelerator.print(f"alignpro train: role={cfg.role.value} algo={cfg.algo.value} on {len(records)} prompts "
-                      f"from {cfg.prompts}; {world} process(es) × {cfg.batch_size} prompts × K={cfg.k}; "
+                      f"from {cfg.prompts} ({len(heldout_records)} held out); {world} process(es) × {cfg.batch_size} prompts × K={cfg.k}; "
                       f"{'resuming after step ' + str(start_step) if resume_from else 'new run'} in {run}")
 
     rows: list[dict[str, Any]] = []
     t_invocation, last_step = time.perf_counter(), cfg.steps
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.role.value}/{cfg.algo.value}", unit="step",
                disable=not (is_main and cfg.progress), dynamic_ncols=True)
+    if start_step == 0:
+        measure_heldout(0)  # ρ_sft, before any update
     for step in range(start_step + 1, cfg.steps + 1):
         t_step = time.perf_counter()
         kl_coef = kl_ctl.value  # the coefficient this step's rewards/loss use
@@ -352,11 +373,13 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         bar.update(1)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.2f}", refresh=False)
 
-        # ======================================================================== 8. checkpoint (atomic)
+        # ============================ 8. held-out curve, then 9. checkpoint (atomic): a row is written before its step
         out_of_time = bool(cfg.time_limit_minutes) and step < cfg.steps and (
             time.perf_counter() - t_invocation > 60 * cfg.time_limit_minutes)
         if world > 1:  # rank 0's clock decides, so every process stops after the same step
             out_of_time = bool(broadcast_object_list([out_of_time])[0])
+        if step % cfg.heldout_every == 0 or step == cfg.steps or out_of_time:
+            measure_heldout(step)
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
             save_checkpoint(run, state, accelerator=accelerator, policy=unwrapped, optimizer=optimizer,
                             scheduler=scheduler, keep=cfg.keep_checkpoints)

@@ -51,18 +51,19 @@ class RunLog:
             trackio.init(project="alignpro", name=Path(run).name, config=config, resume="allow")
             self.trackio = trackio
 
-    def log(self, row: dict[str, Any]) -> None:
-        """Write one step's row (it must hold ``step``)."""
+    def log(self, row: dict[str, Any], *, series: str | None = None) -> None:
+        """Write one step's row (it must hold ``step``); ``series``: another curve of the run, written to
+        ``RUN/<series>.jsonl`` and logged as ``<series>/<name>`` (e.g. ``heldout``)."""
         if not self.enabled:
             return
-        append_jsonl(self.path, row)
-        values = scalars(row)
+        append_jsonl(self.path if series is None else self.path.with_name(f"{series}.jsonl"), row)
+        values, prefix = scalars(row), series or self.prefix
         if self.tensorboard is not None:
             for name, value in values.items():
-                self.tensorboard.add_scalar(f"{self.prefix}/{name}", value, row["step"])
+                self.tensorboard.add_scalar(f"{prefix}/{name}", value, row["step"])
             self.tensorboard.flush()
         if self.trackio is not None:
-            self.trackio.log({f"{self.prefix}/{name}": value for name, value in values.items()}, step=row["step"])
+            self.trackio.log({f"{prefix}/{name}": value for name, value in values.items()}, step=row["step"])
 
     def close(self) -> None:
         if self.tensorboard is not None:
