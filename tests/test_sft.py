@@ -286,3 +286,26 @@ def test_demo_train_keeps_a_prompter_recipes_own_rho_sft(tmp_path, monkeypatch):
         train_now(cfg, tmp_path / recipe.stem)
         assert seen["prompter"].prompter == expected
         assert seen["prompter"].template == "rewrite-restate" and seen["oracle"].target == "smollm2"
+
+
+def test_sft_leaves_out_the_groups_train_holds_out_for_its_curve(tmp_path, monkeypatch):
+    """`heldout: N` with the same prompts and seed: SFT never sees the prompt groups `alignpro train` measures its
+    learning curve on (alignpro.train.heldout.split_heldout), so the curve's step-0 row is out of sample."""
+    import alignpro.train.sft as sft_module
+    from alignpro.data import load_prompts
+    from alignpro.train.heldout import prompt_group, split_heldout
+
+    seen = []
+
+    def capture(cfg, records):
+        seen.extend(records)
+        raise _Stopped("demos captured")
+
+    monkeypatch.setattr(sft_module, "load_demos", capture)
+    with pytest.raises(_Stopped):
+        sft(build_config(SFTConfig, {"prompts": "builtin-writing:train", "heldout": 30, "seed": 3,
+                                     "out": str(tmp_path / "r"), "progress": False}))
+    records = load_prompts("builtin-writing:train").records
+    kept, held = split_heldout(records, 30, seed=3)
+    assert [r.id for r in seen] == [r.id for r in kept] and len(seen) == len(records) - len(held)
+    assert not {prompt_group(r.id) for r in seen} & {prompt_group(r.id) for r in held}

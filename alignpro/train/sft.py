@@ -46,6 +46,7 @@ from alignpro.specs import model_spec_help
 from alignpro.train.checkpoint import (TrainerState, begin_checkpoint, finish_checkpoint, latest_checkpoint,
                                        load_trainable_state, prune_checkpoints, torch_save, trainable_state,
                                        truncate_jsonl)
+from alignpro.train.heldout import split_heldout
 from alignpro.train.tracking import RunLog
 
 INSTRUCTION_DEMOS = "ifeval-instructions"
@@ -76,7 +77,9 @@ class SFTConfig(RunSettings, OptimizerSettings):
     lora_r: int = setting(16, "LoRA rank")
     lora_alpha: int = setting(32, "LoRA alpha")
     lora_target_modules: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
-    seed: int = setting(0, "seed of the demonstration order")
+    seed: int = setting(0, "seed of the demonstration order (and of the held-out groups)")
+    heldout: int = setting(0, "leave out the prompt groups `alignpro train` holds out for its learning curve with "
+                              "the same prompts, heldout and seed (alignpro.train.heldout.split_heldout); 0 = none")
     keep_checkpoints: int = setting(1, "keep only the newest N checkpoints (1: an SFT checkpoint is only for "
                                        "resuming)", resumable=True)
 
@@ -85,6 +88,7 @@ class SFTConfig(RunSettings, OptimizerSettings):
         self.check_run_settings()
         self.check_optimizer_settings()
         check_at_least(self, 1, "epochs", "batch_size")
+        check_at_least(self, 0, "heldout")
         if self.demos == INSTRUCTION_DEMOS and "{instructions}" not in self.demo_format:
             raise ConfigError(f"setting 'demo_format' must contain '{{instructions}}', got {self.demo_format!r}")
         if self.demos != INSTRUCTION_DEMOS and not self.demos.endswith(".jsonl"):
@@ -258,7 +262,7 @@ def sft(cfg: SFTConfig) -> Path:
     resume_from = resume_point(cfg, run)
     check_prompter_spec(cfg.prompter)
     template = load_rewrite_template(cfg.template)
-    records = load_prompts(cfg.prompts).records
+    records, _ = split_heldout(load_prompts(cfg.prompts).records, cfg.heldout, cfg.seed)
     pairs = load_demos(cfg, records)
     unparsed = [r.id for r, d in pairs
                 if template.parse(d, r.text) != (template.compose_rewrite(d, r.text), True)]
