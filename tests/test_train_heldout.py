@@ -97,3 +97,20 @@ def test_resumed_run_continues_its_curve_without_the_start_row_again(tiny_model,
                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert [r["step"] for r in read_jsonl(run / "heldout.jsonl")] == [0, 2, 4]
+
+
+def test_writing_recipe_configs_hold_out_the_same_groups_in_sft_and_distillation():
+    from pathlib import Path
+
+    from alignpro.config import load_yaml
+    from alignpro.train.sft import SFTConfig
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    sft_cfg = build_config(SFTConfig, load_yaml(configs / "sft-prompter-writing.yaml"))
+    distill = build_config(TrainConfig, load_yaml(configs / "train-prompter-distill-writing.yaml"))
+    assert (sft_cfg.prompts, sft_cfg.heldout, sft_cfg.seed) == (distill.prompts, distill.heldout, distill.seed)
+    assert distill.prompter == "hf:runs/sft-writing/final-adapter"  # the SFT command's documented --out
+    assert distill.prompts == "builtin-writing:train" and distill.heldout_baselines == ["best_suffix", "suffix"]
+    from alignpro.baselines import load_choice
+
+    assert sft_cfg.demo_format.endswith(" " + load_choice().line)  # the recorded best fixed line, verbatim
