@@ -98,6 +98,21 @@ def test_sft_refuses_demonstrations_the_template_would_cut(tiny_model, tmp_path)
     assert not (tmp_path / "r").exists()
 
 
+def test_sft_with_skip_bad_leaves_out_the_demonstrations_the_template_would_cut(tiny_model, tmp_path, capsys):
+    good, bad = builtin_ifeval_prompts("train")[:2]
+    rows = [{"prompt": bad.text, "rewrite": "IMPORTANT: line one\nline two"},
+            {"prompt": good.text, "rewrite": "IMPORTANT: z"}]
+    settings = {"prompter": f"hf:{tiny_model}", "demos": _write(tmp_path / "d.jsonl", rows), "epochs": 1,
+                "batch_size": 1, "progress": False, "num_threads": 1, "skip_bad": True}
+    run = sft(build_config(SFTConfig, settings | {"out": str(tmp_path / "r")}))
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # one demonstration, one step
+    out = capsys.readouterr().out
+    assert f"left out 1 of 2 demonstrations the template would cut (--skip-bad), e.g. ['{bad.id}']" in out
+    with pytest.raises(AlignProError, match="every demonstration is one template 'rewrite-restate' would cut"):
+        sft(build_config(SFTConfig, settings | {"out": str(tmp_path / "r2"),
+                                                "demos": _write(tmp_path / "e.jsonl", rows[:1])}))
+
+
 def test_sft_learns_its_demonstration_and_is_the_reference_of_a_distillation_run(tiny_model, tmp_path):
     from alignpro.specs import make_prompter
     from alignpro.train.config import TrainConfig

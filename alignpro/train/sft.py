@@ -78,6 +78,8 @@ class SFTConfig(RunSettings, OptimizerSettings):
     lora_alpha: int = setting(32, "LoRA alpha")
     lora_target_modules: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
     seed: int = setting(0, "seed of the demonstration order (and of the held-out groups)")
+    skip_bad: bool = setting(False, "leave out (and count) demonstrations the template would cut or drop, instead "
+                                    "of refusing the run")
     heldout: int = setting(0, "leave out the prompt groups `alignpro train` holds out for its learning curve with "
                               "the same prompts, heldout and seed (alignpro.train.heldout.split_heldout); 0 = none")
     keep_checkpoints: int = setting(1, "keep only the newest N checkpoints (1: an SFT checkpoint is only for "
@@ -266,10 +268,18 @@ def sft(cfg: SFTConfig) -> Path:
     pairs = load_demos(cfg, records)
     unparsed = [r.id for r, d in pairs
                 if template.parse(d, r.text) != (template.compose_rewrite(d, r.text), True)]
-    if unparsed:
+    if unparsed and not cfg.skip_bad:
         raise AlignProError(f"{len(unparsed)} demonstrations are not outputs that template '{cfg.template}' parses "
                             f"whole (too long, several lines where it takes one, or empty), e.g. {unparsed[:3]}: "
-                            "the prompter would learn outputs that are cut or dropped")
+                            "the prompter would learn outputs that are cut or dropped; pass --skip-bad to leave "
+                            "them out")
+    if unparsed:
+        pairs = [(r, d) for r, d in pairs if r.id not in set(unparsed)]
+        print(f"alignpro sft: left out {len(unparsed)} of {len(pairs) + len(unparsed)} demonstrations the template "
+              f"would cut (--skip-bad), e.g. {unparsed[:3]}")
+        if not pairs:
+            raise AlignProError(f"every demonstration is one template '{cfg.template}' would cut or drop: nothing "
+                                "to train on")
     run.mkdir(parents=True, exist_ok=True)
     write_run_config(cfg, run / CONFIG)
     truncate_jsonl(run / METRICS, resume_from[0] if resume_from else 0)  # those steps are (re-)run
