@@ -258,6 +258,17 @@ def test_overopt_pipeline_on_tiny_models_then_a_rerun_resumes(tiny: Path, tmp_pa
     assert all(p.n_prompts == 2 for p in fewer.points)
     assert {f.name: f.read_text() for f in files} == grown
 
+    # a checkpoint's samples are coupled: response j to x comes from x's own stream, whatever the batch or order
+    from alignpro.data import load_prompts
+    from alignpro.overopt.policies import CheckpointPolicy
+
+    policy = CheckpointPolicy(out / "oracle-4", 1)
+    records = load_prompts("builtin-ifeval:eval").records[:3]
+    together = policy.sample(records, 2, seed=7, batch_size=6).texts
+    apart = policy.sample(records[::-1], 2, seed=7, batch_size=1).texts[::-1]
+    torch.set_num_threads(threads)
+    assert together == apart and together != policy.sample(records, 2, seed=8, batch_size=6).texts
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The closed form's pool is the arm's rollout

@@ -570,3 +570,12 @@ def test_rm_reward_spec_form() -> None:
         make_reward("rm:/nonexistent/reward-run")
     with pytest.raises(ConfigError, match="setting 'base'"):
         build_config(RewardTrainConfig, {"pairs": "p.jsonl", "base": "hf:"})
+
+
+def test_hf_base_truncates_to_the_models_positions_not_only_the_tokenizers_limit(tiny_bases: Path) -> None:
+    """The BERT here has 128 positions while MiniLM's tokenizer allows 512: a long answer is cut to 128 tokens, not
+    passed on to crash the position embeddings."""
+    scorer = RewardScorer.from_base(f"hf:{tiny_bases / 'bert'}", "Q: {prompt} A: {answer}", 0, "cpu")
+    assert scorer.template.max_length == 128
+    assert scorer.encode(["Describe tea."], ["tea " * 400])["input_ids"].shape[1] == 128
+    assert len(scorer.score(["Describe tea."], ["tea " * 400])) == 1

@@ -7,7 +7,9 @@
 
 every answer scored by the gold reward and by every proxy, against the ORIGINAL x. A file holds one entry per
 eval prompt id, so a larger ``n_eval_prompts`` measures only the prompts not there yet, and a proxy added later
-scores the answers already there.
+scores the answers already there. Samples and answers are coupled: a checkpoint's response j to x, and π_F's
+answers to it, draw from streams keyed by (seed, x, j) (:func:`alignpro.backends.base.stream_seed`), so every
+checkpoint, the start included, is measured on the same random numbers and more prompts extend a file exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from alignpro.arms import ROLLOUT_SEED, Arm, bind
+from alignpro.backends.base import prompt_keys
 from alignpro.data import PromptRecord
 from alignpro.errors import AlignProError
 from alignpro.fileio import atomic_write_text
@@ -34,6 +37,9 @@ GOLD = "gold"  #: the gold reward's key among the scores
 #: seed offsets of a checkpoint's samples, and of π_F's answers to the trained prompter's rewrites (the study's
 #: own: the arms run no checkpoints, and measurement files already made depend on them)
 _CHECKPOINT_SEED, _ANSWER_SEED = 2_000, 3_000
+#: how a checkpoint's samples and π_F's answers draw their random numbers (kept in each measurement file, so a file
+#: measured on the earlier batch-dependent streams is refused rather than mixed with coupled entries)
+COUPLED_STREAMS = "keyed by (seed, x, j)"
 
 
 @dataclass
@@ -141,22 +147,24 @@ def measure_checkpoint(cfg: OveroptConfig, role: str, run: Path, step: int, reco
     from alignpro.templates import load_rewrite_template
 
     path = Path(cfg.out) / MEASURE / f"{name}.json"
-    got = _open_measurement(path, {"role": role, "run": str(run), "step": step,
+    got = _open_measurement(path, {"role": role, "run": str(run), "step": step, "streams": COUPLED_STREAMS,
                                    **{k: getattr(cfg, k) for k in _CHECKPOINT_SETTINGS}})
     entries: dict[str, dict[str, Any]] = got["prompts"]
     todo = [r for r in records if r.id not in entries]
     if todo:
-        t0, offset = time.perf_counter(), len(entries)  # seeds follow the entries already measured
+        t0 = time.perf_counter()  # streams keyed by x: measuring more prompts later gives the same entries
         policy = CheckpointPolicy(run, step, device=cfg.torch_device)
-        seed = cfg.seed + _CHECKPOINT_SEED + offset
+        seed = cfg.seed + _CHECKPOINT_SEED
         rewrites: list[list[str]] | None = None
         if role == "prompter":
             r_n = cfg.rewrites_per_prompt
             samples = policy.sample(todo, r_n, seed=seed, batch_size=cfg.batch_size)
             template = load_rewrite_template(policy.cfg.template)
             shown = [template.parse(raw, rec.text)[0] for rec, row in zip(todo, samples.texts) for raw in row]
-            rows = target.answer(shown, n=cfg.n_fresh // r_n, seed=cfg.seed + _ANSWER_SEED + offset,
-                                 systems=[rec.system for rec in todo for _ in range(r_n)])
+            keys = [f"{key}#{j}" for key in prompt_keys([rec.text for rec in todo], [rec.system for rec in todo])
+                    for j in range(r_n)]  # π_F's answers to rewrite j of x: one stream per (x, j, answer)
+            rows = target.answer(shown, n=cfg.n_fresh // r_n, seed=cfg.seed + _ANSWER_SEED,
+                                 systems=[rec.system for rec in todo for _ in range(r_n)], keys=keys)
             answers = [[y.text for j in range(r_n) for y in rows[i * r_n + j]] for i in range(len(todo))]
             rewrites = [shown[i * r_n:(i + 1) * r_n] for i in range(len(todo))]
         else:

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from alignpro.backends.base import prompt_keys, stream_seed
 from alignpro.backends.chat import stop_token_ids
 from alignpro.config import build_config, load_yaml
 from alignpro.data import PromptRecord
@@ -84,17 +85,21 @@ class CheckpointPolicy:
 
     @torch.no_grad()
     def sample(self, records: Sequence[PromptRecord], n: int, *, seed: int, batch_size: int = 32) -> PolicySamples:
-        """``n`` responses per record (the run's rollout sampling) with their KL to the reference."""
+        """``n`` responses per record (the run's rollout sampling) with their KL to the reference. Response j to
+        x draws from the stream (seed, x, j) (:func:`alignpro.backends.base.stream_seed`), whatever the batch: two
+        checkpoints sample x on the same random numbers, so their paired differences lose that noise."""
         cfg, tok = self.cfg, self.tokenizer
         flat = [r for r in records for _ in range(n)]
         queries = self.queries(flat)
+        keys = prompt_keys([r.text for r in records], [r.system for r in records])
+        row_seeds = [stream_seed(seed, key, j) for key in keys for j in range(n)]
         texts, kl, kl3 = [], [], []
         for a in range(0, len(flat), batch_size):
             enc = tok(queries[a:a + batch_size], return_tensors="pt", padding=True,
                       add_special_tokens=False).to(self.device)
-            gen = torch.Generator(device=self.device).manual_seed(seed + a)
             ids, mask = sample_responses(self.policy.lm, enc["input_ids"], enc["attention_mask"], cfg.rollout_gen,
-                                         self.eos_ids, tok.pad_token_id, gen)  # (b, T) ×2
+                                         self.eos_ids, tok.pad_token_id,
+                                         row_seeds=row_seeds[a:a + batch_size])  # (b, T) ×2
             T = ids.shape[1]
             input_ids = torch.cat([enc["input_ids"], ids], dim=1)
             attention = torch.cat([enc["attention_mask"], mask], dim=1)

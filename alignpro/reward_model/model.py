@@ -277,7 +277,10 @@ class RewardScorer:
             except (OSError, ValueError) as exc:  # missing files or hub access; a config no head can be put on
                 raise AlignProError(f"setting 'base': could not load '{ref}' as a transformers sequence-"
                                     f"classification model: {exc}") from None
-            limit = max_length or min(int(getattr(tokenizer, "model_max_length", HF_MAX_LENGTH)), HF_MAX_LENGTH)
+            positions = getattr(getattr(net, "model", None), "config", None)  # a tokenizer may allow more
+            positions = int(getattr(positions, "max_position_embeddings", None) or HF_MAX_LENGTH)
+            limit = max_length or min(int(getattr(tokenizer, "model_max_length", HF_MAX_LENGTH)), HF_MAX_LENGTH,
+                                      positions)
         _ensure_pad_token(tokenizer, net)
         return cls(net, tokenizer, PairTemplate.resolve(template, tokenizer, base, limit), base, dev)
 

@@ -3,7 +3,7 @@
 ``heldout: N`` removes whole prompt groups (a base prompt with all its instruction variants, :func:`prompt_group`)
 holding at least N of the training prompts from training, chosen by a seeded shuffle, before the first step. Before
 the first step, every ``heldout_every`` steps and after the last, the current ρ rewrites each held-out prompt once
-(sampled at the rollout settings from one fixed stream, so two rows differ by the weights alone), π_F answers x′
+(sampled at the rollout settings from a fixed stream per prompt, so two rows differ by the weights alone), π_F answers x′
 ``heldout_answers`` times on the evaluation's coupled streams (seed + :data:`alignpro.arms.FRESH_SEED`, keyed by x
 and j), and each answer is scored against x. π_F's answers to x itself (no_ft) and to the fixed-prompt no-learning
 baselines (``suffix``, ``best_suffix``, ``repeat``) are drawn once, on the same streams; each row of
@@ -19,11 +19,10 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from alignpro import baselines
 from alignpro.arms import FRESH_SEED, Arm, parse_baseline
-from alignpro.backends.base import GenerationConfig, RewardModel, Target
+from alignpro.backends.base import GenerationConfig, RewardModel, Target, stream_seed
 from alignpro.data import PromptRecord
 from alignpro.errors import ConfigError
 from alignpro.metrics import keeps_original_fraction, paired_gain
@@ -78,8 +77,7 @@ class HeldoutCurve:
 
     def __init__(self, records: Sequence[PromptRecord], *, chat_prompt: Callable[[list[dict[str, str]]], str],
                  template: RewriteTemplate, target: Target, reward: RewardModel, answers: int, seed: int,
-                 baseline_entries: Sequence[str], device: str | torch.device = "cpu") -> None:
-        self.device = device
+                 baseline_entries: Sequence[str]) -> None:
         self.records, self.template, self.target, self.reward = list(records), template, target, reward
         self.answers, self.seed = answers, seed
         self.queries = [chat_prompt(template.messages(r.text)) for r in self.records]
@@ -105,15 +103,16 @@ class HeldoutCurve:
                 self._fixed[entry] = self.answer_rewards(baselines.shown_prompts(arm.value, self.originals, line))
         return self._fixed
 
-    def rewrites(self, sample: Callable[[list[str], torch.Generator], list[str]], chunk: int) -> list[str]:
-        """One x′ per held-out prompt: ``sample(queries, generator)`` gives raw rewrites, parsed by the template."""
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + HELDOUT_REWRITE_SEED)
+    def rewrites(self, sample: Callable[[list[str], list[int]], list[str]], chunk: int) -> list[str]:
+        """One x′ per held-out prompt: ``sample(queries, row_seeds)`` gives raw rewrites (each from its prompt's own
+        stream, the same at every measurement), parsed by the template."""
+        seeds = [stream_seed(self.seed + HELDOUT_REWRITE_SEED, key, 0) for key in self.keys]
         raw: list[str] = []
         for start in range(0, len(self.queries), chunk):
-            raw += sample(self.queries[start:start + chunk], generator)
+            raw += sample(self.queries[start:start + chunk], seeds[start:start + chunk])
         return [self.template.parse(text, x)[0] for text, x in zip(raw, self.originals, strict=True)]
 
-    def measure(self, step: int, sample: Callable[[list[str], torch.Generator], list[str]], chunk: int
+    def measure(self, step: int, sample: Callable[[list[str], list[int]], list[str]], chunk: int
                 ) -> dict[str, Any]:
         """The curve's row at ``step``: the prompter's reward, its paired gains, keeps-x, sizes and seconds."""
         t0 = time.perf_counter()
@@ -132,13 +131,14 @@ class HeldoutCurve:
 
 
 def policy_sampler(lm, tokenizer, gen: GenerationConfig, eos_ids, pad_id, device
-                   ) -> Callable[[list[str], torch.Generator], list[str]]:
-    """``sample(queries, generator)`` for :class:`HeldoutCurve`: the policy's raw rewrites at ``gen``."""
+                   ) -> Callable[[list[str], list[int]], list[str]]:
+    """``sample(queries, row_seeds)`` for :class:`HeldoutCurve`: the policy's raw rewrites at ``gen``."""
     from alignpro.train.policy import sample_responses
 
-    def sample(queries: list[str], generator: torch.Generator) -> list[str]:
+    def sample(queries: list[str], row_seeds: list[int]) -> list[str]:
         enc = tokenizer(queries, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        ids, mask = sample_responses(lm, enc["input_ids"], enc["attention_mask"], gen, eos_ids, pad_id, generator)
+        ids, mask = sample_responses(lm, enc["input_ids"], enc["attention_mask"], gen, eos_ids, pad_id,
+                                     row_seeds=row_seeds)
         return [tokenizer.decode(i[m.bool()], skip_special_tokens=True).strip() for i, m in zip(ids, mask)]
 
     return sample

@@ -175,7 +175,7 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
         if heldout_records:
             curve = HeldoutCurve(heldout_records, chat_prompt=chat_prompt, template=role.template, target=target,
                                  reward=reward, answers=cfg.heldout_answers, seed=cfg.seed,
-                                 baseline_entries=cfg.heldout_baselines, device=device)
+                                 baseline_entries=cfg.heldout_baselines)
     else:
         role = OracleRole(chat_prompt, reward)
 

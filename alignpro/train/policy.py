@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -148,14 +148,17 @@ class Reference:
 
 @torch.no_grad()
 def sample_responses(lm: nn.Module, query_ids: Tensor, query_mask: Tensor, gen: GenerationConfig,
-                     eos_ids: set[int], pad_id: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                     eos_ids: set[int], pad_id: int, generator: torch.Generator | None = None,
+                     row_seeds: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """Sample one response per query: response ids (B, T) right-padded with ``pad_id`` after the first EOS,
     and its mask (B, T), 1 up to and including that EOS (a response cut at max_new_tokens has none).
 
     Sampled by :func:`alignpro.backends.decode.decode`: only ``gen`` shapes the distribution (the model's own
-    generation_config, which may carry a repetition penalty or typical_p, is never read), so samples are on-policy."""
+    generation_config, which may carry a repetition penalty or typical_p, is never read), so samples are on-policy.
+    ``row_seeds``: one random stream per query (coupled samples, whatever the batch) instead of ``generator``."""
     rows = [q[m.bool()].tolist() for q, m in zip(query_ids, query_mask)]  # unpad
-    d = decode(lm, rows, gen.with_(do_sample=True), eos_ids=eos_ids, pad_id=pad_id, generator=generator)
+    d = decode(lm, rows, gen.with_(do_sample=True), eos_ids=eos_ids, pad_id=pad_id, generator=generator,
+               row_seeds=row_seeds)
     T = d.ids.shape[1]
     mask = torch.arange(T, device=d.ids.device).unsqueeze(0) <= d.lengths.unsqueeze(1)  # (B, T), EOS included
     return d.ids.to(query_ids.device), mask.long().to(query_ids.device)
