@@ -72,12 +72,15 @@ def test_a_rerun_into_the_demo_folder_overwrites_it(tmp_path):
 
 
 def test_quick_is_small_and_explicit_settings_win(tmp_path):
-    """--quick: 8 prompts (the default sample is 24), K = 2, M = 1, 2 fresh answers, 40-token answers, for every
-    setting not given; a setting given explicitly (flag or YAML) wins over the preset, and is validated."""
+    """--quick: 8 prompts (the default sample is 24), K = 2, M = 1, 2 fresh answers, 40-token answers, the one
+    baseline chosen on train, for every setting not given; a setting given explicitly (flag or YAML) wins over the
+    preset, and is validated."""
     fakes = dict(prompter="fake", target="fake", reward="fake", trained_prompter="", oracle="", guard_reward="")
     cfg = build_config(DemoConfig, dict(quick=True, **fakes))
     assert (cfg.n_prompts, cfg.k, cfg.m, cfg.n_fresh, cfg.answer_max_new_tokens) == (8, 2, 1, 2, 40)
-    assert not cfg.closed_form_over_trained
+    assert not cfg.closed_form_over_trained and cfg.baselines == ["best_suffix"]
+    assert build_config(DemoConfig, dict(quick=False, **fakes)).baselines == ["suffix", "best_suffix"]
+    assert build_config(DemoConfig, dict(quick=True, baselines=["suffix"], **fakes)).baselines == ["suffix"]
     assert build_config(DemoConfig, dict(quick=True)).n_prompts == 8  # the defaults, as `alignpro demo --quick`
     given = build_config(DemoConfig, dict(quick=True, n_prompts=24, k=4, m=3, **fakes))
     assert (given.n_prompts, given.k, given.m, given.n_fresh) == (24, 4, 3, 2)
