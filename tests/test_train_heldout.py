@@ -114,3 +114,19 @@ def test_writing_recipe_configs_hold_out_the_same_groups_in_sft_and_distillation
     from alignpro.baselines import load_choice
 
     assert sft_cfg.demo_format.endswith(" " + load_choice().line)  # the recorded best fixed line, verbatim
+
+
+def test_writing_oracle_recipe_has_the_prompter_recipes_rollout_budget():
+    """Equal cost: per step the oracle samples as many answers (a SmolLM2-sized model's) as the prompter's recipe
+    draws from π_F (K × M per prompt plus b(x)'s baseline_m), over as many steps, on the same prompts and reward."""
+    from pathlib import Path
+
+    from alignpro.config import load_yaml
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    prompter = build_config(TrainConfig, load_yaml(configs / "train-prompter-distill-writing.yaml"))
+    oracle = build_config(TrainConfig, load_yaml(configs / "train-oracle-distill-writing.yaml"))
+    assert prompter.batch_size * (prompter.k * prompter.m + prompter.baseline_m) == oracle.batch_size * oracle.k
+    assert (oracle.steps, oracle.prompts, oracle.reward, oracle.kl_coef) == (
+        prompter.steps, prompter.prompts, prompter.reward, prompter.kl_coef)
+    assert oracle.role.value == "oracle" and oracle.max_new_tokens == prompter.answer_max_new_tokens  # answers as long
