@@ -34,9 +34,8 @@ SHIPPED_ADAPTERS = {"trained_prompter": ("ifeval-prompter", "configs/train-promp
 class DemoConfig(AnswerSettings, ClosedFormConfig):
     """Settings of `alignpro demo` (every flag is also a YAML key)."""
 
-    quick: bool = setting(False, "a ~1-minute run: 8 prompts, K=2, M=1, 2 fresh answers, 40-token answers, no "
-                                 "closed form over the trained prompter, one baseline (best_suffix, the line chosen "
-                                 "on train prompts) (settings given explicitly win)",
+    quick: bool = setting(False, "a ~1-minute run: 8 prompts, K=2, M=1, 2 fresh 40-token answers, no closed form "
+                                 "over the trained prompter, baseline best_suffix only (explicit settings win)",
                           preset=dict(n_prompts=8, k=2, m=1, n_fresh=2, answer_max_new_tokens=40,
                                       closed_form_over_trained=False, baselines=["best_suffix"]))
     out: str = setting("runs/demo", "output folder: the outputs of `alignpro evaluate` (metrics.json, table.md, "
