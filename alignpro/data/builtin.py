@@ -26,7 +26,7 @@ BUILTIN_SPLITS = ("train", "eval", "all")
 
 _BUILTIN_RESOURCES = {"builtin": "builtin_prompts.jsonl", "builtin-ifeval": "builtin_ifeval.jsonl"}
 """Builtin source name -> its JSONL file in ``alignpro.data``."""
-_IFEVAL_VARIANT_MARK = "-if"  # a builtin-ifeval id is "<base id>-if<v>", e.g. p001-if3
+IFEVAL_VARIANT_MARK = "-if"  # a builtin-ifeval id is "<base id>-if<v>", e.g. p001-if3
 
 
 def _builtin_text(resource: str) -> str:
@@ -43,7 +43,7 @@ def _load_builtin(name: str, rules: Rules, skip_bad: bool) -> LoadResult:
 
 def _base_id(record_id: str) -> str:
     """The builtin prompt a record comes from: ``p001`` for ``p001`` and for its IFEval variants ``p001-if<v>``."""
-    return record_id.partition(_IFEVAL_VARIANT_MARK)[0]
+    return record_id.partition(IFEVAL_VARIANT_MARK)[0]
 
 
 def held_out_ids(items: Iterable[tuple[str, str | None]], fraction: float, salt: str) -> frozenset[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,6 +25,8 @@ from alignpro import baselines
 from alignpro.arms import FRESH_SEED, Arm, parse_baseline
 from alignpro.backends.base import GenerationConfig, RewardModel, Target, stream_seed
 from alignpro.data import PromptRecord
+from alignpro.data.builtin import IFEVAL_VARIANT_MARK
+from alignpro.data.writing import VARIANT_MARK
 from alignpro.errors import ConfigError
 from alignpro.metrics import keeps_original_fraction, paired_gain
 from alignpro.templates import RewriteTemplate
@@ -32,7 +35,8 @@ from alignpro.train.roles import record_key
 HELDOUT_FILE = "heldout.jsonl"
 HELDOUT_REWRITE_SEED = 900  #: the held-out rewrites' stream: seed + this, the same at every measurement
 FIXED_PROMPT_BASELINES = (Arm.SUFFIX, Arm.BEST_SUFFIX, Arm.REPEAT)  #: baselines that are one prompt per x
-_VARIANT = re.compile(r"^(.+)-(?:v|if)\d+$")
+#: a variant's id: its base prompt's id, a set's variant mark, a number (w001-v2, p001-if3)
+_VARIANT = re.compile(rf"^(.+)(?:{re.escape(VARIANT_MARK)}|{re.escape(IFEVAL_VARIANT_MARK)})\d+$")
 
 
 def prompt_group(record_id: str) -> str:
@@ -46,13 +50,10 @@ def split_heldout(records: Sequence[PromptRecord], n: int, seed: int) -> tuple[l
     both lists keep the source order. ``n`` = 0 holds out nothing."""
     if n <= 0:
         return list(records), []
-    groups = sorted({prompt_group(r.id) for r in records})
-    order = np.random.default_rng(seed).permutation(len(groups))
+    count = Counter(prompt_group(r.id) for r in records)
+    groups = sorted(count)
     held: set[str] = set()
-    count = {g: 0 for g in groups}
-    for r in records:
-        count[prompt_group(r.id)] += 1
-    for i in order:
+    for i in np.random.default_rng(seed).permutation(len(groups)):
         if sum(count[g] for g in held) >= n:
             break
         held.add(groups[i])

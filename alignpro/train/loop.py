@@ -214,7 +214,8 @@ def train(cfg: TrainConfig, *, target=None, reward=None) -> TrainResult:
             role.baselines.update(state.reward_baselines or {})
     params = [p for p in policy.parameters() if p.requires_grad]
     accelerator.print(f"alignpro train: role={cfg.role.value} algo={cfg.algo.value} on {len(records)} prompts "
-                      f"from {cfg.prompts} ({len(heldout_records)} held out); {world} process(es) × {cfg.batch_size} prompts × K={cfg.k}; "
+                      f"from {cfg.prompts} ({len(heldout_records)} held out); {world} process(es) × "
+                      f"{cfg.batch_size} prompts × K={cfg.k}; "
                       f"{'resuming after step ' + str(start_step) if resume_from else 'new run'} in {run}")
 
     rows: list[dict[str, Any]] = []
