@@ -66,6 +66,7 @@ class Arm(str, enum.Enum):
     CLOSED_FORM = "align_pro_closed_form"  #: ρ* of eq (10) on ρ_sft's K rewrites and x, fresh π_F answers
     CLOSED_FORM_REWRITES_ONLY = "align_pro_closed_form_rewrites_only"  #: the same ρ* without x as a candidate
     ALIGN_PRO = "align_pro"  #: a trained prompter rewrites x once, fresh π_F answers (A in Table 1)
+    ALIGN_PRO_SFT = "align_pro_sft"  #: the trained prompter's start ρ_sft rewrites x once (what RL adds is the Δ)
     CLOSED_FORM_TRAINED = "align_pro_closed_form_trained"  #: ρ* of eq (10) with a trained prompter as proposal
     ORACLE = "oracle"  #: an RLHF-tuned target answers x (the paper's "RLHF" oracle)
 
@@ -103,6 +104,7 @@ _TITLES = {
     Arm.CLOSED_FORM: "Align-Pro (closed-form ρ*, eq 10)",
     Arm.CLOSED_FORM_REWRITES_ONLY: "Align-Pro (closed-form ρ*, rewrites only)",
     Arm.ALIGN_PRO: "Align-Pro (trained prompter)",
+    Arm.ALIGN_PRO_SFT: "Align-Pro (the trained prompter's SFT start ρ_sft)",
     Arm.CLOSED_FORM_TRAINED: "Align-Pro (closed-form ρ* over the trained prompter)",
     Arm.ORACLE: "Oracle (RLHF-tuned target)",
     Arm.SUFFIX: "x + a fixed line (no learning)",
@@ -110,7 +112,8 @@ _TITLES = {
     Arm.BEST_SUFFIX: "x + the best catalog line, chosen on train prompts (no learning)",
     Arm.ANSWER_REWRITE: "π_F rewrites its own answer to follow x (no learning)",
 }
-_CHECKPOINT_ROLE = {Arm.ALIGN_PRO: "prompter", Arm.CLOSED_FORM_TRAINED: "prompter", Arm.ORACLE: "target"}
+_CHECKPOINT_ROLE = {Arm.ALIGN_PRO: "prompter", Arm.ALIGN_PRO_SFT: "prompter", Arm.CLOSED_FORM_TRAINED: "prompter",
+                    Arm.ORACLE: "target"}
 BASELINE = Arm.NO_FT.value
 #: the no-learning baselines (beside no_ft) that trained arms are compared against
 NO_LEARNING_BASELINES: frozenset[Arm] = frozenset({Arm.SUFFIX, Arm.REPEAT, Arm.BEST_SUFFIX, Arm.ANSWER_REWRITE})
@@ -389,12 +392,12 @@ def answer_baselines(run: ArmRun, entries: Sequence[str], target: Target, reward
             answer_baseline(run, arm, target, reward, line=line, progress=b.update)
 
 
-def rewrite_once(run: ArmRun, prompter, progress: Progress | None = None) -> list[str]:
-    """The trained prompter's one x′ per prompt (arm align_pro), from ``seed + REWRITE_SEED``; records the
-    fraction of rewrites parsed."""
+def rewrite_once(run: ArmRun, prompter, progress: Progress | None = None, arm: Arm = Arm.ALIGN_PRO) -> list[str]:
+    """A trained prompter's one x′ per prompt (arm align_pro, or align_pro_sft: its SFT start), from
+    ``seed + REWRITE_SEED`` (the same for both, so they differ by their weights only); records the fraction of
+    rewrites parsed."""
     sets = prompter.rewrite(run.prompts, 1, seed=run.seed + REWRITE_SEED)
-    run.diagnostics[Arm.ALIGN_PRO.value] = {"rewrites_parsed_fraction": float(np.mean([s.rewrites[0].parsed
-                                                                                       for s in sets]))}
+    run.diagnostics[arm.value] = {"rewrites_parsed_fraction": float(np.mean([s.rewrites[0].parsed for s in sets]))}
     if progress:
         progress(len(run.prompts))
     return [s.rewrites[0].text for s in sets]

@@ -6,6 +6,8 @@ Per cell and arm (:func:`cell_arm_metrics`), beside the reward's mean ± s.e.:
 - the paired gain over ``no_ft`` (:func:`alignpro.metrics.paired_gain`), and for every arm that learns or
   optimises (not no_ft, not a no-learning baseline) the paired gain over the STRONGEST no-learning baseline that
   ran (:attr:`alignpro.arms.Arm.is_no_learning_baseline`; strongest = highest mean reward in the cell, named);
+- the trained prompter's paired gain over its SFT start when both ran (``align_pro`` − ``align_pro_sft``: what
+  its RL stage added);
 - the fraction of the no_ft → oracle gap closed, only when the oracle's own gain is resolved
   (:func:`alignpro.metrics.gap_closed`), else the reason;
 - the guard reward of the same answers and its paired gain over no_ft; the share of rewrites that keep x;
@@ -98,6 +100,9 @@ def cell_arm_metrics(run: ArmRun, arms: list[str], *, guard: dict[str, np.ndarra
     for arm in arms:
         if best is not None and learns(arm):
             out[arm]["paired_vs_baseline"] = {"baseline": best, **paired_gain(run.rewards[arm], run.rewards[best])}
+    trained, start = Arm.ALIGN_PRO.value, Arm.ALIGN_PRO_SFT.value
+    if trained in out and start in out:  # what the RL stage added to its SFT start, paired by prompt
+        out[trained]["paired_vs_start"] = paired_gain(run.rewards[trained], run.rewards[start])
     gap_note = None
     oracle = Arm.ORACLE.value
     if oracle in out and "paired_vs_no_ft" in out[oracle]:
@@ -184,6 +189,8 @@ def render_arm_sections(metrics: dict[str, Any]) -> list[str]:
         best = entries[0].get("strongest_baseline")
         if best:
             notes.append(f"strongest no-learning baseline in this run: {best} (highest mean reward)")
+        notes += [f"{e['arm']} over its SFT start {Arm.ALIGN_PRO_SFT.value} (what its RL stage added), paired: "
+                  f"{_pm(e['paired_vs_start'])}" for e in entries if "paired_vs_start" in e]
         lines += [""] + ([("Paired Δ: mean over prompts of the arm's per-prompt mean reward minus the other arm's. "
                            + "; ".join(notes) + "."), ""] if notes else [])
         ife = [e for e in entries if "ifeval" in e]

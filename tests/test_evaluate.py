@@ -446,6 +446,36 @@ def test_a_template_edit_misses_the_rewrite_cache(tmp_path: Path) -> None:
     assert again.items["rewrite"] == 0
 
 
+def test_sft_start_arm_rewrites_with_its_own_checkpoint_and_the_report_gives_what_rl_added(tmp_path: Path) -> None:
+    """align_pro_sft: the trained prompter's SFT start rewrites x once (its own checkpoint, the same seed), fresh
+    coupled answers; the trained arm's paired gain over it is in metrics.json and table.md."""
+    for d in ("rl", "sft"):
+        (tmp_path / d).mkdir()
+    counts = Counts()
+
+    def loader(role: str, spec: str):
+        if role == "prompter" and spec.endswith("sft"):
+            return FakePrompter((" From the start.",))
+        return counts.loader(role, spec)
+
+    cfg = fake_config(tmp_path, arms=["no_ft", f"align_pro=hf:{tmp_path / 'rl'}", f"align_pro_sft=hf:{tmp_path / 'sft'}"],
+                      prompters=["fake"], datasets=["builtin:eval"], dataset_options=[], seeds=[0], n_examples=5)
+    metrics = run_evaluation(cfg, loader=loader)
+    (cell,) = metrics["cells"]
+    assert list(cell["arms"]) == ["no_ft", "align_pro", "align_pro_sft"]
+    assert cell["diagnostics"]["align_pro_sft"]["checkpoint"] == f"hf:{tmp_path / 'sft'}"
+    shown = metrics["examples"]
+    assert len(shown) == 5 and all(e["rewrites"]["align_pro_sft"].endswith(" From the start.") for e in shown)
+    assert all(e["rewrites"]["align_pro_sft"] != e["rewrites"]["align_pro"] for e in shown)
+    vs = cell["arms"]["align_pro"]["paired_vs_start"]
+    diffs = [np.mean(e["rewards"]["align_pro"]) - np.mean(e["rewards"]["align_pro_sft"]) for e in shown]
+    assert vs["n"] == 5 and vs["mean"] == pytest.approx(cell["arms"]["align_pro"]["mean"]
+                                                       - cell["arms"]["align_pro_sft"]["mean"])
+    assert "paired_vs_start" not in cell["arms"]["align_pro_sft"] and len(diffs) == 5
+    table = (Path(cfg.out) / "table.md").read_text()
+    assert "align_pro over its SFT start align_pro_sft (what its RL stage added), paired: " in table
+
+
 def test_missing_checkpoints_can_be_skipped_with_a_notice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "oracle").mkdir()
     cfg = fake_config(tmp_path, arms=["no_ft", "align_pro=hf:/nope/final", f"oracle=hf:{tmp_path / 'oracle'}"],

@@ -78,3 +78,27 @@ def test_gap_closed_by_hand_when_the_oracle_gain_is_resolved() -> None:
     got = cell_arm_metrics(_run(noisy), list(noisy))
     assert got["gap_closed_note"] == "oracle gain +0.125 ± 0.075 not resolved (< 2 s.e.): gap closed not shown"
     assert not any("gap_closed" in s for s in got["arms"].values())
+
+
+def test_trained_prompter_over_its_sft_start_by_hand_over_two_seeds() -> None:
+    """align_pro − align_pro_sft, paired by prompt (what the RL stage added), per cell and over seeds."""
+    SFT = Arm.ALIGN_PRO_SFT.value
+    start = {SFT: [[0.5, 0.3], [0.6, 0.6], [0.4, 0.4], [0.5, 0.5]]}  # per-prompt Δ: 0.1, 0.0, 0.1, 0.1
+    cells = []
+    for seed in (0, 1):
+        got = cell_arm_metrics(_run({**REWARDS, **start}), [*REWARDS, SFT])
+        vs = got["arms"][AP]["paired_vs_start"]
+        assert vs["mean"] == pytest.approx(0.075) and vs["stderr"] == pytest.approx(np.std(
+            [0.1, 0.0, 0.1, 0.1], ddof=1) / 2)
+        assert not any("paired_vs_start" in got["arms"][a] for a in (NO_FT, CF, RO, ORACLE, SFT))
+        cells.append({"pair": "P1-F1", "prompter": "p", "target": "t", "dataset": "d", "seed": seed,
+                      "win_rates": [], "diagnostics": {},
+                      **{k: got[k] for k in ("arms", "strongest_baseline", "baseline_note")}})
+    agg = aggregate_cells(cells, {})
+    (entry,) = [e for e in agg if e["arm"] == AP]
+    assert entry["paired_vs_start"]["mean"] == pytest.approx(0.075) and entry["paired_vs_start"]["n_prompts"] == 8
+    text = "\n".join(render_arm_sections({"aggregate": agg, "cells": cells,
+                                          "config": {"reward": "fake", "guard_reward": ""}}))
+    assert f"{AP} over its SFT start {SFT} (what its RL stage added), paired: +0.0750" in text
+    without = cell_arm_metrics(_run(REWARDS), list(REWARDS))  # no SFT arm: nothing claimed
+    assert "paired_vs_start" not in without["arms"][AP]

@@ -121,14 +121,16 @@ def _one_name(names: list[str | None]) -> str | None:
 
 def _report_extras(group: list[dict[str, Any]], arm: str) -> dict[str, Any]:
     """Over seeds, what :mod:`alignpro.report` computes per cell: the paired gain over the strongest no-learning
-    baseline (named), IFEval's four metrics with 95% CIs, the fraction followed, the per-type counts pooled, and
-    the share of rewrites keeping x."""
+    baseline (named) and the trained prompter's over its SFT start, IFEval's four metrics with 95% CIs, the
+    fraction followed, the per-type counts pooled, and the share of rewrites keeping x."""
     stats_ = [c["arms"][arm] for c in group]
     out: dict[str, Any] = {"strongest_baseline": _one_name([c.get("strongest_baseline") for c in group]),
                            "baseline_note": group[0].get("baseline_note")}
     if all("paired_vs_baseline" in a for a in stats_):
         out["paired_vs_baseline"] = {"baseline": _one_name([a["paired_vs_baseline"]["baseline"] for a in stats_]),
                                      **paired_over_seeds([a["paired_vs_baseline"] for a in stats_])}
+    if all("paired_vs_start" in a for a in stats_):
+        out["paired_vs_start"] = paired_over_seeds([a["paired_vs_start"] for a in stats_])
     if all("ifeval" in a for a in stats_):
         ms = [a["ifeval"] for a in stats_]
         follow = [m["followed"]["mean"] for m in ms]

@@ -171,11 +171,16 @@ class Evaluation:
 
         return step
 
-    def rewrite_trained(self, run: CellRun, progress) -> None:
-        ckpt = run.cell.checkpoint(Arm.ALIGN_PRO.value)
-        self.keep({("prompter", ckpt)})
-        run.arms.rewrites[Arm.ALIGN_PRO.value] = rewrite_once(run.arms, self.prompter(ckpt), progress)
-        run.arms.diagnostics[Arm.ALIGN_PRO.value].update(checkpoint=ckpt, **trained_info(ckpt))
+    def rewrite_trained(self, arm: Arm):
+        """A stage step: the trained prompter of ``arm`` (align_pro, or align_pro_sft) rewrites x once."""
+
+        def step(run: CellRun, progress) -> None:
+            ckpt = run.cell.checkpoint(arm.value)
+            self.keep({("prompter", ckpt)})
+            run.arms.rewrites[arm.value] = rewrite_once(run.arms, self.prompter(ckpt), progress, arm)
+            run.arms.diagnostics[arm.value].update(checkpoint=ckpt, **trained_info(ckpt))
+
+        return step
 
     def answer_oracle(self, run: CellRun, progress) -> None:
         ckpt = run.cell.checkpoint(Arm.ORACLE.value)
@@ -193,9 +198,10 @@ class Evaluation:
         for arm in (cf, ro):
             self.stage(f"{arm.value}: fresh answers to x′", self.runs_with(arm),
                        self.answer_with_target(arm, chosen(arm)))
-        self.stage("align_pro: trained ρ rewrites x once", self.runs_with(Arm.ALIGN_PRO), self.rewrite_trained)
-        self.stage("align_pro: fresh answers to x′", self.runs_with(Arm.ALIGN_PRO),
-                   self.answer_with_target(Arm.ALIGN_PRO, lambda run: run.arms.rewrites[Arm.ALIGN_PRO.value]))
+        for arm, what in ((Arm.ALIGN_PRO, "trained ρ"), (Arm.ALIGN_PRO_SFT, "its SFT start ρ_sft")):
+            self.stage(f"{arm.value}: {what} rewrites x once", self.runs_with(arm), self.rewrite_trained(arm))
+            self.stage(f"{arm.value}: fresh answers to x′", self.runs_with(arm),
+                       self.answer_with_target(arm, lambda run, a=arm.value: run.arms.rewrites[a]))
         self.stage(f"{cft.value}: K trained rewrites, M answers each → R̂, ρ*", self.runs_with(cft), self.propose(cft))
         self.stage(f"{cft.value}: fresh answers to x′", self.runs_with(cft), self.answer_with_target(cft, chosen(cft)))
         self.stage("oracle: RLHF-tuned target answers x", self.runs_with(Arm.ORACLE), self.answer_oracle)
