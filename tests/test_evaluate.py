@@ -719,3 +719,24 @@ def test_google_ifeval_configs_are_the_preregistered_protocol_and_pass_preflight
     monkeypatch.setattr(baselines, "CHOICE", tmp_path / "chosen.json")
     plan = preflight(main)
     assert plan.arms == list(main.arm_specs) and len(plan.prompts["google"]) == 477
+
+
+def test_writing_prompter_configs_share_the_preregistered_protocols_and_caches(monkeypatch) -> None:
+    """configs/eval-ifeval-google-writing.yaml and eval-ifeval-headline-writing.yaml: the writing prompter and its
+    SFT start beside no_ft and every no-learning baseline, under the protocol and on the cache of the IFEval and the
+    headline configs (so the baselines' answers are the same answers); both pass preflight."""
+    monkeypatch.chdir(REPO)  # the adapter paths are relative to the repository
+    baseline_arms = ["suffix", "repeat", "best_suffix", "answer_rewrite"]
+    for name, protocol, n in (("google-writing", "google", 477), ("headline-writing", "headline", 192)):
+        cfg = build_config(EvaluateConfig, load_yaml(REPO / "configs" / f"eval-ifeval-{name}.yaml"))
+        ref = build_config(EvaluateConfig, load_yaml(REPO / "configs" / f"eval-ifeval-{protocol}.yaml"))
+        assert list(cfg.arm_specs) == ["no_ft", *baseline_arms, "align_pro", "align_pro_sft"]
+        assert cfg.arm_specs["align_pro"] == "hf:alignpro/adapters/writing-prompter"
+        assert cfg.arm_specs["align_pro_sft"] == "hf:alignpro/adapters/writing-prompter-sft"
+        for key in ("reward", "datasets", "n", "seeds", "answers_per_prompt", "template", "answer_gen",
+                    "rewrite_gen", "batch_size", "prompters", "targets", "cache", "guard_reward"):
+            assert getattr(cfg, key) == getattr(ref, key), (name, key)
+        for arm in ("no_ft", "suffix", "best_suffix"):
+            assert cfg.arm_specs[arm] == ref.arm_specs[arm]
+        plan = preflight(cfg)
+        assert plan.arms == list(cfg.arm_specs) and len(next(iter(plan.prompts.values()))) == n
