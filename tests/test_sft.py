@@ -324,3 +324,21 @@ def test_sft_leaves_out_the_groups_train_holds_out_for_its_curve(tmp_path, monke
     kept, held = split_heldout(records, 30, seed=3)
     assert [r.id for r in seen] == [r.id for r in kept] and len(seen) == len(records) - len(held)
     assert not {prompt_group(r.id) for r in seen} & {prompt_group(r.id) for r in held}
+
+
+def test_restated_types_finds_exactly_each_records_instructions_in_its_demonstration_line() -> None:
+    """restated_types: IFEval's wording of an instruction, kwargs left out, found in a restatement line. On every
+    record of both builtin sets, the SFT demonstration line (registry wording, styled as the instructions ask, with
+    the fixed line after it) names exactly the record's instruction ids; a request without them names none."""
+    from alignpro.data import load_prompts
+    from alignpro.train.sft import instruction_demo, restated_types
+
+    records = [r for src in ("builtin-writing:all", "builtin-ifeval:all") for r in load_prompts(src).records]
+    types = sorted({i.id for r in records for i in r.instructions})
+    assert len(types) >= 20
+    line = "IMPORTANT: {instructions} Pay close attention to the required format, length, and wording."
+    for r in records:
+        assert restated_types(instruction_demo(r, line, styled=True), types) == {i.id for i in r.instructions}, r.id
+    assert restated_types("Write a short poem about autumn leaves, in all lowercase letters.", types) == set()
+    assert restated_types("Include keywords a, b in the response. Do not include keywords c in the response.",
+                          types) == {"keywords:existence", "keywords:forbidden_words"}

@@ -26,9 +26,12 @@ refused, and so is a new run into a folder that holds one.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import json
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +115,64 @@ def instruction_descriptions(record: PromptRecord) -> list[str]:
     finally:
         random.setstate(state)
     return out
+
+
+def _words(text: str) -> str:
+    """``text`` as lowercase letters and digits separated by single spaces, padded by one space on each side
+    (the styling a demonstration may carry, case, commas and quotes, is gone)."""
+    return " " + " ".join(re.findall(r"[a-z0-9]+", text.lower())) + " "
+
+
+@functools.cache
+def instruction_phrases(types: tuple[str, ...], draws: int = 16) -> dict[str, tuple[str, ...]]:
+    """For each IFEval instruction id, the runs of words (in order) that ``draws`` of IFEval's own random
+    descriptions of it all share: its wording with the kwargs left out (seeded; :func:`restated_types` looks for
+    them, in order, with at most ``GAP`` words between two runs)."""
+    from alignpro.rewards.ifeval import registry
+
+    checkers, out = registry(), {}
+    state = random.getstate()
+    try:
+        for t in types:
+            descs = []
+            for i in range(draws):
+                random.seed(f"phrase:{t}:{i}")
+                kwargs = {"prompt_to_repeat": f"request number {i} {'x' * i}"} if t == "combination:repeat_prompt" \
+                    else {}
+                descs.append(_words(checkers[t](t).build_description(**kwargs)).split())
+            keep, breaks = [True] * len(descs[0]), set()  # words of the first shared by all; run ends
+            for d in descs[1:]:
+                at = {a + k: b + k for a, b, size in difflib.SequenceMatcher(None, descs[0], d, autojunk=False)
+                      .get_matching_blocks() for k in range(size)}  # word of the first -> the same word in d
+                keep = [k and i in at for i, k in enumerate(keep)]
+                breaks |= {i for i in at if i + 1 in at and at[i + 1] != at[i] + 1}  # d has words in between
+            runs, run = [], []
+            for i, (word, kept) in enumerate(zip(descs[0], keep)):
+                if kept:
+                    run.append(word)
+                if run and (not kept or i in breaks):
+                    runs, run = runs + [" ".join(run)], []
+            out[t] = tuple(runs + ([" ".join(run)] if run else []))
+    finally:
+        random.setstate(state)
+    return out
+
+
+GAP = 12  #: at most this many words (kwargs: keywords, numbers, phrases) between two runs of an instruction's wording
+
+
+def restated_types(text: str, types: Sequence[str]) -> set[str]:
+    """The instruction ids among ``types`` whose wording (:func:`instruction_phrases`) ``text`` contains, longest
+    wording first, each match removed before the next is looked for (so "do not include keywords … in the
+    response" is not also "include keywords … in the response")."""
+    words, found = _words(text), set()
+    phrases = instruction_phrases(tuple(sorted(types)))
+    for t in sorted(phrases, key=lambda t: (-sum(len(r.split()) for r in phrases[t]), t)):
+        pattern = " " + f"(?: [a-z0-9]+){{0,{GAP}}}? ".join(map(re.escape, phrases[t])) + " "
+        if match := re.search(pattern, words):
+            found.add(t)
+            words = words[:match.start()] + " | " + words[match.end():]
+    return found
 
 
 def _quoted(text: str) -> str:
