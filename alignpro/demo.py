@@ -55,6 +55,8 @@ class DemoConfig(AnswerSettings, ClosedFormConfig):
     trained_prompter: str = setting(SHIPPED, "a trained prompter spec (e.g. hf:runs/distill-ifeval/final-adapter): "
                                              "adds the arm 'align_pro'; 'shipped' = the LoRA adapter in "
                                              "alignpro/adapters/ifeval-prompter; '' = no such arm")
+    sft_prompter: str = setting("", "the trained prompter's SFT start (e.g. hf:alignpro/adapters/ifeval-prompter-sft): "
+                                    "adds the arm 'align_pro_sft' and what the RL stage added; '' = none")
     oracle: str = setting(SHIPPED, "an RLHF-trained target spec (e.g. hf:runs/oracle-ifeval/final-adapter): adds the "
                                    "arm 'oracle'; 'shipped' = the adapter in alignpro/adapters/ifeval-oracle; '' = none")
     train: bool = setting(False, "train the align_pro prompter and the oracle now (the recipes below) into "
@@ -115,6 +117,7 @@ def evaluation_config(cfg: DemoConfig) -> "EvaluateConfig":
         (Arm.NO_FT, "", True), (Arm.CLOSED_FORM, "", True),
         (Arm.CLOSED_FORM_REWRITES_ONLY, "", cfg.identity_prior > 0),
         (Arm.ALIGN_PRO, cfg.trained_prompter, cfg.trained_prompter),
+        (Arm.ALIGN_PRO_SFT, cfg.sft_prompter, cfg.sft_prompter),
         (Arm.CLOSED_FORM_TRAINED, cfg.trained_prompter, cfg.trained_prompter and cfg.closed_form_over_trained),
         (Arm.ORACLE, cfg.oracle, cfg.oracle)) if on]
     arms[1:1] = cfg.baselines  # the no-learning baselines, right after no_ft

@@ -258,7 +258,8 @@ def test_one_arm_definition_in_both_commands(tmp_path: Path, choice: str) -> Non
     assert ARM_FORMS == tuple(a.value + (f"=<{a.checkpoint_role} checkpoint spec>" if a.checkpoint_role else "")
                               + ("[=<line appended to x>]" if a is Arm.SUFFIX else "") for a in Arm)
     m = run_demo(build_config(DemoConfig, dict(prompter="fake", target="fake", reward="fake", n_prompts=4, k=2, m=1,
-                                               n_fresh=1, trained_prompter="fake", oracle="fake", guard_reward="",
+                                               n_fresh=1, trained_prompter="fake", sft_prompter="fake", oracle="fake",
+                                               guard_reward="",
                                                baselines=[a.value for a in Arm if a.is_no_learning_baseline],
                                                out=str(tmp_path / "demo"))))
     assert list(m["cells"][0]["arms"]) == [a.value for a in Arm]  # the demo runs every arm, in the runner's order
