@@ -22,7 +22,8 @@ from alignpro.arms import BASELINE, Arm
 from alignpro.report import render_arm_sections
 
 ARM_COLORS = {Arm.NO_FT: "#9e9e9e", Arm.CLOSED_FORM: "#6baed6", Arm.CLOSED_FORM_REWRITES_ONLY: "#c6dbef",
-              Arm.ALIGN_PRO: "#2166ac", Arm.ALIGN_PRO_SFT: "#92c5de", Arm.CLOSED_FORM_TRAINED: "#4393c3", Arm.ORACLE: "#e08214"}
+              Arm.ALIGN_PRO: "#2166ac", Arm.ALIGN_PRO_SFT: "#92c5de", Arm.CLOSED_FORM_TRAINED: "#4393c3",
+              Arm.ORACLE: "#e08214"}
 DATASET_NAMES = {"ultrafeedback": "UltraFeedback", "helpsteer": "HelpSteer", "orca": "Orca"}
 OUTPUTS = ("metrics.json", "table.md", "fig_reward_mean.png", "fig_reward_variance.png", "examples.md")
 
