@@ -365,16 +365,16 @@ def answer_baseline(run: ArmRun, arm: Arm, target: Target, reward: RewardModel, 
     n = run.n
     requests = [baselines.answer_rewrite_request(x, y) for x, row in zip(run.prompts, first) for y in row[0]]
     keys = [f"{k}\x1f{j}" for k in run.keys for j in range(n)]
+    per_call = max(1, run.batch_size // n) * n  # whole prompts per call, so the bar counts prompts as they finish
     got = answer_and_score(target, reward, requests, [x for x in run.prompts for _ in range(n)],
                            [s for s in run.systems for _ in range(n)], keys, n=1,
-                           seed=run.seed + ANSWER_REWRITE_SEED, chunk=max(1, run.batch_size))
+                           seed=run.seed + ANSWER_REWRITE_SEED, chunk=per_call,
+                           progress=(lambda done: progress(done // n)) if progress else None)
     a = arm.value
     run.answers[a], run.tokens[a] = ([[t[0] for t in got_[i * n:(i + 1) * n]] for i in range(len(run.prompts))]
                                      for got_ in (got.texts, got.tokens))
     run.rewards[a] = got.rewards.reshape(len(run.prompts), n)  # (N, n) r(x, rewritten y)
     run.diagnostics[a] = {"request": baselines.ANSWER_REWRITE_REQUEST}
-    if progress:
-        progress(len(run.prompts))
 
 
 def parse_baseline(entry: str) -> tuple[Arm, str | None]:

@@ -235,6 +235,18 @@ def test_answer_rewrite_rewrites_no_fts_answers_and_is_scored_against_x() -> Non
     assert reward.prompts[len(PROMPTS) * 2:] == [x for x in PROMPTS for _ in range(2)]  # scored against x
 
 
+
+def test_answer_rewrite_reports_progress_in_prompts_as_its_calls_finish() -> None:
+    run, target, reward, done = _run(n=2, batch_size=4), FakeTarget(), FakeReward(), []
+    answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
+    answer_baseline(run, Arm.ANSWER_REWRITE, target, reward, progress=done.append)
+    assert done == [2, 2]  # 4 prompts × 2 answers, 4 rewrites a call: two calls of two whole prompts each
+    with_bar = dict(run.answers)
+    run2 = _run(n=2, batch_size=4)
+    answer_arm(run2, Arm.NO_FT, FakeTarget(), FakeReward(), run2.prompts)
+    answer_baseline(run2, Arm.ANSWER_REWRITE, FakeTarget(), FakeReward())
+    assert run2.answers == with_bar  # the bar changes nothing drawn
+
 def test_parse_baseline() -> None:
     assert parse_baseline("suffix=Be brief.") == (Arm.SUFFIX, "Be brief.")
     assert parse_baseline("repeat") == (Arm.REPEAT, None) and parse_baseline("suffix") == (Arm.SUFFIX, None)
