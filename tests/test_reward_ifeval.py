@@ -130,3 +130,21 @@ def test_strict_and_loose_verdicts_per_instruction():
     assert plain == [(True, True), (True, True)]
     empty = [(v.strict, v.followed) for v in reward.results([x], [""])[0]]
     assert empty == [(False, False), (False, False)]
+
+
+def test_a_kwarg_the_checker_would_draw_at_random_gets_one_verdict_per_answer():
+    # Google's IFEval has "letter": "!" (prompt 1129): IFEval's checker then picks a random letter on each check
+    import random
+
+    x = "Write a pitch. Contain 6 or more exclamation marks in your response."
+    reward = make_reward("ifeval", [_rec(x, ("keywords:letter_frequency",
+                                            {"let_frequency": 6, "let_relation": "at least", "letter": "!"}))])
+    answers = ["".join(random.Random(i).choice("abcdefghijklmnopqrstuvwxyz     ") for _ in range(80))
+               for i in range(12)]
+    first = reward.score([x] * len(answers), answers)
+    assert 0 < sum(first) < len(answers)  # the drawn letter passes some answers and fails others
+    for k in range(8):
+        random.seed(k)  # whatever state the caller's random is in
+        before = random.getstate()
+        assert reward.score([x] * len(answers), answers[::-1])[::-1] == first
+        assert random.getstate() == before  # and the caller's stream is left where it was

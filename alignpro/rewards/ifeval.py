@@ -18,7 +18,10 @@ that the data is installed, and names the type and the fix when it is not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alignpro.data import Instruction, PromptRecord
@@ -62,16 +65,34 @@ class InstructionResult:
     strict: bool  #: strict-mode pass (the answer as it is passes)
 
 
+@contextmanager
+def _random_drawn_from(prompt: str, instructions: Sequence[Instruction]) -> Iterator[None]:
+    """Python's global ``random`` seeded from the prompt and its instructions, restored afterwards.
+
+    IFEval's checkers draw a random value for a kwarg that is missing or invalid (Google's file has two such
+    prompts: ``keywords:letter_frequency`` with the "letter" '#' or '!', for which the checker picks a random
+    letter on each check), so without this the same (x, y) could get different verdicts from call to call."""
+    key = hashlib.sha256("\x1f".join([prompt, *(f"{i.id}={i.kwargs_json}" for i in instructions)]).encode())
+    state = random.getstate()
+    random.seed(int.from_bytes(key.digest()[:8], "big"))
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 def follows(prompt: str, instructions: Sequence[Instruction], answer: str) -> list[InstructionResult]:
     """IFEval's loose- and strict-mode verdicts on each instruction of the original prompt ``prompt`` for
-    ``answer`` (Google's definitions, as the ``if-verifiable`` wheel implements them)."""
+    ``answer`` (Google's definitions, as the ``if-verifiable`` wheel implements them). A pure function of its
+    arguments: a value the checker would draw at random is drawn from a stream keyed by the prompt."""
     from if_verifiable.common import evaluate_instructions
 
     if not answer.strip():
         return [InstructionResult(i.id, False, False) for i in instructions]
-    results, _ = evaluate_instructions(response=answer, instruction_id_list=[i.id for i in instructions],
-                                       kwargs_list=[i.kwargs for i in instructions], prompt=prompt,
-                                       instruction_registry=registry())
+    with _random_drawn_from(prompt, instructions):
+        results, _ = evaluate_instructions(response=answer, instruction_id_list=[i.id for i in instructions],
+                                           kwargs_list=[i.kwargs for i in instructions], prompt=prompt,
+                                           instruction_registry=registry())
     if len(results) != len(instructions):  # the library skips ids it does not know; records are validated on load
         raise AlignProError(f"reward 'ifeval': IFEval's registry did not check every instruction of the prompt "
                             f"{prompt[:60]!r}: {[i.id for i in instructions]}")
