@@ -235,7 +235,6 @@ def test_answer_rewrite_rewrites_no_fts_answers_and_is_scored_against_x() -> Non
     assert reward.prompts[len(PROMPTS) * 2:] == [x for x in PROMPTS for _ in range(2)]  # scored against x
 
 
-
 def test_answer_rewrite_reports_progress_in_prompts_as_its_calls_finish() -> None:
     run, target, reward, done = _run(n=2, batch_size=4), FakeTarget(), FakeReward(), []
     answer_arm(run, Arm.NO_FT, target, reward, run.prompts)
@@ -246,6 +245,7 @@ def test_answer_rewrite_reports_progress_in_prompts_as_its_calls_finish() -> Non
     answer_arm(run2, Arm.NO_FT, FakeTarget(), FakeReward(), run2.prompts)
     answer_baseline(run2, Arm.ANSWER_REWRITE, FakeTarget(), FakeReward())
     assert run2.answers == with_bar  # the bar changes nothing drawn
+
 
 def test_parse_baseline() -> None:
     assert parse_baseline("suffix=Be brief.") == (Arm.SUFFIX, "Be brief.")

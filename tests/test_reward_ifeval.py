@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -134,8 +135,6 @@ def test_strict_and_loose_verdicts_per_instruction():
 
 def test_a_kwarg_the_checker_would_draw_at_random_gets_one_verdict_per_answer():
     # Google's IFEval has "letter": "!" (prompt 1129): IFEval's checker then picks a random letter on each check
-    import random
-
     x = "Write a pitch. Contain 6 or more exclamation marks in your response."
     reward = make_reward("ifeval", [_rec(x, ("keywords:letter_frequency",
                                             {"let_frequency": 6, "let_relation": "at least", "letter": "!"}))])
